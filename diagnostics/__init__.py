@@ -1,0 +1,1 @@
+"""miscord-sfu diagnostics: timelines, stats, audio levels, reports, metrics."""

@@ -1,0 +1,492 @@
+"""The one module that reaches into aiortc and aioice internals.
+
+aiortc has no public way to (a) receive RTP without decoding it, (b) send
+already-packetized RTP without a track and a per-sender task, (c) choose the
+addresses ICE gathers on, or (d) see when the last datagram arrived. Everything
+that needs private attributes for that lives here, behind small functions, and
+``check_compatibility()`` refuses to run on an aiortc or aioice version this code
+was not tested against (``TESTED``), so an upgrade fails loudly at start instead
+of silently degrading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import aioice
+import aioice.ice
+import aiortc
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    clock,
+)
+from aiortc.codecs import is_rtx
+from aiortc.rate import RemoteBitrateEstimator
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcicetransport import RTCIceCandidate
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpReceiveParameters,
+    RTCRtpSendParameters,
+)
+from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    AnyRtcpPacket,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtpPacket,
+    pack_remb_fci,
+    unwrap_rtx,
+)
+from aiortc.sdp import candidate_from_sdp
+from aiortc.stats import (
+    RTCOutboundRtpStreamStats,
+    RTCRemoteInboundRtpStreamStats,
+    RTCStatsReport,
+)
+
+#: (aiortc, aioice) versions this module was written and tested against.
+TESTED = {("1.16.0", "0.13.0")}
+
+
+class UnsupportedAiortc(RuntimeError):
+    """aiortc/aioice changed in a way this seam does not know."""
+
+
+def check_compatibility(
+    aiortc_version: str | None = None, aioice_version: str | None = None
+) -> None:
+    versions = (
+        aiortc_version or aiortc.__version__,
+        aioice_version or aioice.__version__,
+    )
+    if versions not in TESTED:
+        raise UnsupportedAiortc(
+            f"aiortc {versions[0]} / aioice {versions[1]} is not a tested version "
+            f"(tested: {sorted(TESTED)}); sfu/aiortc_seam.py must be checked against "
+            "it before use"
+        )
+    for cls, attrs in _REQUIRED.items():
+        for attr in attrs:
+            if not hasattr(cls, attr):
+                raise UnsupportedAiortc(f"{cls.__name__}.{attr} is missing")
+
+
+_REQUIRED: dict[type, tuple[str, ...]] = {
+    RTCRtpReceiver: ("_handle_rtp_packet", "_send_rtcp", "receive", "_run_rtcp"),
+    RTCRtpSender: ("_handle_rtcp_packet", "send", "stop", "getStats"),
+    RTCDtlsTransport: (
+        "_register_rtp_sender",
+        "_unregister_rtp_sender",
+        "_send_rtp",
+        "_get_stats",
+    ),
+    aioice.ice.Connection: ("recv", "sendto"),
+}
+
+
+async def selftest() -> None:
+    """Check the private instance attributes this module uses on a real
+    (unconnected) peer connection; raises ``UnsupportedAiortc``."""
+    pc = new_peer_connection()
+    try:
+        transceiver = pc.addTransceiver("audio", direction="sendonly")
+        for attr in ("_codecs", "_headerExtensions"):
+            if not hasattr(transceiver, attr):
+                raise UnsupportedAiortc(f"RTCRtpTransceiver.{attr} is missing")
+        for name in ("remote_streams", "decoder_queue", "rtcp_ssrc"):
+            _private(transceiver.receiver, "RTCRtpReceiver", name)
+        dtls = transceiver.sender.transport
+        for name in ("tx_bytes", "tx_packets"):
+            _private(dtls, "RTCDtlsTransport", name)
+        for attr in ("_tx_srtp", "_stats_id"):
+            if not hasattr(dtls, attr):
+                raise UnsupportedAiortc(f"RTCDtlsTransport.{attr} is missing")
+        connection = dtls.transport._connection
+        for attr in ("_nominated", "_protocols"):
+            if not hasattr(connection, attr):
+                raise UnsupportedAiortc(f"aioice Connection.{attr} is missing")
+        if not hasattr(transceiver.sender, "_ssrc") or not hasattr(
+            transceiver.sender, "_rtx_ssrc"
+        ):
+            raise UnsupportedAiortc("RTCRtpSender._ssrc / _rtx_ssrc are missing")
+    finally:
+        await pc.close()
+
+
+def _private(obj: object, owner: str, name: str) -> Any:
+    """Read a name-mangled attribute or fail loudly."""
+    try:
+        return getattr(obj, f"_{owner}__{name}")
+    except AttributeError:
+        raise UnsupportedAiortc(f"{owner}.__{name} is missing") from None
+
+
+# --- ICE ------------------------------------------------------------------------
+
+_ice_hosts: list[str] = []
+
+
+def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    return [
+        h for h in _ice_hosts if (":" in h and use_ipv6) or (":" not in h and use_ipv4)
+    ]
+
+
+_aioice_host_addresses = aioice.ice.get_host_addresses
+
+
+def configure_ice(hosts: list[str], consent_interval: float | None = None) -> None:
+    """Gather host candidates on exactly ``hosts`` (all machine addresses if empty).
+
+    aioice leaves 127.0.0.1 out of its host addresses, so a loopback-only
+    deployment (and every test) needs this. Process-wide, like aioice's own
+    setting. ``consent_interval`` shortens RFC 7675 consent checks so that a peer
+    that vanished is noticed within seconds instead of half a minute.
+    """
+    _ice_hosts[:] = hosts
+    aioice.ice.get_host_addresses = _host_addresses if hosts else _aioice_host_addresses
+    if consent_interval is not None:
+        aioice.ice.CONSENT_INTERVAL = consent_interval
+
+
+def new_peer_connection() -> RTCPeerConnection:
+    """A peer connection with no STUN server and one bundled transport."""
+    return RTCPeerConnection(
+        RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    )
+
+
+def parse_candidate(candidate: dict[str, Any]) -> RTCIceCandidate | None:
+    """A trickled browser candidate, or None for one we refuse (mDNS ``.local``).
+
+    Raises ValueError for text that is not a candidate.
+    """
+    text = candidate["candidate"]
+    if text.startswith("candidate:"):
+        text = text[len("candidate:") :]
+    try:
+        parsed = candidate_from_sdp(text)
+    except (AssertionError, ValueError, IndexError) as exc:
+        raise ValueError(f"not an ICE candidate: {exc or 'too few fields'}") from None
+    if parsed.protocol.lower() not in ("udp", "tcp") or not 0 < parsed.port < 65536:
+        raise ValueError("candidate has an unknown protocol or an invalid port")
+    if parsed.ip.endswith(".local"):
+        return None
+    parsed.sdpMid = candidate.get("sdpMid")
+    parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+    if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
+        parsed.sdpMLineIndex = 0
+    return parsed
+
+
+class ActivityProbe:
+    """When a datagram (STUN, DTLS, SRTP) last arrived on a peer connection."""
+
+    def __init__(self) -> None:
+        self.last_rx = time.monotonic()
+        self._wrapped: set[int] = set()
+
+    def watch(self, pc: RTCPeerConnection) -> None:
+        """Wrap the receive side of every gathered socket of ``pc`` (idempotent)."""
+        for transceiver in pc.getTransceivers():
+            connection = transceiver.receiver.transport.transport._connection
+            for protocol in connection._protocols:
+                if id(protocol) in self._wrapped:
+                    continue
+                self._wrapped.add(id(protocol))
+                original = protocol.datagram_received
+
+                def received(
+                    data: bytes, addr: tuple[Any, ...], _orig: Any = original
+                ) -> None:
+                    self.last_rx = time.monotonic()
+                    _orig(data, addr)
+
+                protocol.datagram_received = received
+
+
+def ice_transport_of(pc: RTCPeerConnection) -> Any:
+    transceivers = pc.getTransceivers()
+    return transceivers[0].receiver.transport.transport if transceivers else None
+
+
+def selected_pair(pc: RTCPeerConnection) -> dict[str, Any] | None:
+    """The nominated candidate pair, in W3C candidate-pair terms."""
+    ice = ice_transport_of(pc)
+    pair = ice._connection._nominated.get(1) if ice is not None else None
+    if pair is None:
+        return None
+    local, remote = pair.local_candidate, pair.remote_candidate
+    return {
+        "state": "succeeded",
+        "nominated": True,
+        "localCandidate": f"{local.host}:{local.port} {local.type}",
+        "remoteCandidate": f"{remote.host}:{remote.port} {remote.type}",
+    }
+
+
+# --- receiving without decoding ---------------------------------------------------
+
+
+class _NoDecoder:
+    """Stands in for a receiver's decoder queue: its decoder thread exits at once
+    and no decoder is ever created."""
+
+    def get(self) -> None:
+        return None
+
+    def put(self, item: object) -> None:
+        pass
+
+
+PacketSink = Callable[[RtpPacket, RTCRtpCodecParameters], None]
+
+
+class ReceiveHook:
+    """Takes over an ``RTCRtpReceiver``'s RTP handling: RTP statistics (so aiortc's
+    receiver reports and getStats stay right), RTX unwrapping, NACKs and REMB for
+    video, then hands every packet to ``sink`` before any jitter buffer."""
+
+    def __init__(self, receiver: RTCRtpReceiver, kind: str, sink: PacketSink) -> None:
+        self.receiver = receiver
+        self.sink = sink
+        self.codecs: dict[int, RTCRtpCodecParameters] = {}
+        self.rtx_ssrc: dict[int, int] = {}
+        self.streams: dict[int, StreamStatistics] = _private(
+            receiver, "RTCRtpReceiver", "remote_streams"
+        )
+        self.rtcp_ssrc: int | None = None
+        video = kind == "video"
+        self.nack = NackGenerator() if video else None
+        self.remb = RemoteBitrateEstimator() if video else None
+        _private(receiver, "RTCRtpReceiver", "decoder_queue")
+        receiver._RTCRtpReceiver__decoder_queue = _NoDecoder()  # type: ignore[attr-defined]
+        self._receive = receiver.receive
+        receiver.receive = self._on_receive  # type: ignore[method-assign]
+        receiver._handle_rtp_packet = self._on_rtp  # type: ignore[method-assign]
+
+    async def _on_receive(self, parameters: RTCRtpReceiveParameters) -> None:
+        for codec in parameters.codecs:
+            self.codecs[codec.payloadType] = codec
+        for encoding in parameters.encodings:
+            if encoding.rtx:
+                self.rtx_ssrc[encoding.rtx.ssrc] = encoding.ssrc
+        await self._receive(parameters)
+        self.rtcp_ssrc = _private(self.receiver, "RTCRtpReceiver", "rtcp_ssrc")
+
+    async def _on_rtp(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        if not self.receiver._enabled:
+            return
+        codec = self.codecs.get(packet.payload_type)
+        if codec is None:
+            return
+        stream = self.streams.get(packet.ssrc)
+        if stream is None:
+            stream = self.streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+        stream.add(packet)
+        if self.remb is not None and packet.extensions.abs_send_time is not None:
+            remb = self.remb.add(
+                abs_send_time=packet.extensions.abs_send_time,
+                arrival_time_ms=arrival_time_ms,
+                payload_size=len(packet.payload) + packet.padding_size,
+                ssrc=packet.ssrc,
+            )
+            if remb is not None and self.rtcp_ssrc is not None:
+                await self.send_rtcp(
+                    RtcpPsfbPacket(
+                        fmt=RTCP_PSFB_APP,
+                        ssrc=self.rtcp_ssrc,
+                        media_ssrc=0,
+                        fci=pack_remb_fci(*remb),
+                    )
+                )
+        if is_rtx(codec):
+            original = self.rtx_ssrc.get(packet.ssrc)
+            apt = codec.parameters.get("apt")
+            if original is None or len(packet.payload) < 2 or apt not in self.codecs:
+                return
+            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original)
+            codec = self.codecs[apt]
+        if not packet.payload:
+            return  # padding-only probes carry no media
+        if self.nack is not None and self.nack.add(packet) and self.rtcp_ssrc:
+            nack = RtcpRtpfbPacket(
+                fmt=RTCP_RTPFB_NACK, ssrc=self.rtcp_ssrc, media_ssrc=packet.ssrc
+            )
+            nack.lost = sorted(self.nack.missing)
+            await self.send_rtcp(nack)
+        self.sink(packet, codec)
+
+    async def send_rtcp(self, packet: AnyRtcpPacket) -> None:
+        await self.receiver._send_rtcp(packet)
+
+    async def request_keyframe(self) -> bool:
+        """Send a PLI for every SSRC this receiver has seen; False if none yet."""
+        if self.rtcp_ssrc is None or not self.streams:
+            return False
+        for ssrc in list(self.streams):
+            if ssrc not in self.rtx_ssrc:
+                await self.send_rtcp(
+                    RtcpPsfbPacket(
+                        fmt=RTCP_PSFB_PLI, ssrc=self.rtcp_ssrc, media_ssrc=ssrc
+                    )
+                )
+        return True
+
+
+# --- sending without a track ------------------------------------------------------
+
+
+class RtcpSink(Protocol):
+    _ssrc: int
+
+    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None: ...
+
+
+class SendHook:
+    """Takes over an ``RTCRtpSender``: aiortc still negotiates it (SSRC, codecs,
+    header extensions, mid) but never starts its RTP/RTCP tasks; instead
+    ``owner`` is configured with the negotiated parameters, receives the RTCP
+    aimed at the sender's SSRC, answers getStats, and writes SRTP straight to the
+    nominated ICE socket (``send``)."""
+
+    def __init__(
+        self,
+        sender: RTCRtpSender,
+        owner: RtcpSink,
+        configure: Callable[[RTCRtpSendParameters], None],
+        stats: Callable[[], list[Any]],
+    ) -> None:
+        self.sender = sender
+        self.ssrc: int = sender._ssrc
+        self.rtx_ssrc: int = sender._rtx_ssrc
+        self._owner = owner
+        self._configure = configure
+        self._stats = stats
+        self._registered: RTCDtlsTransport | None = None
+        self.srtp: Any = None
+        self.socket: Any = None
+        self.addr: Any = None
+        sender.send = self._on_send  # type: ignore[method-assign]
+        sender.stop = self._on_stop  # type: ignore[method-assign]
+        sender.getStats = self._on_get_stats  # type: ignore[method-assign]
+
+    @property
+    def ready(self) -> bool:
+        return self.socket is not None
+
+    async def _on_send(self, parameters: RTCRtpSendParameters) -> None:
+        transport = self.sender.transport
+        if self._registered is not transport:
+            transport._register_rtp_sender(self._owner, parameters)
+            self._registered = transport
+        self._configure(parameters)
+        self.srtp = transport._tx_srtp
+        pair = transport.transport._connection._nominated.get(1)
+        if pair is not None and self.srtp is not None:
+            self.socket, self.addr = pair.protocol.transport, pair.remote_addr
+
+    async def _on_stop(self) -> None:
+        self.detach()
+
+    def detach(self) -> None:
+        if self._registered is not None:
+            self._registered._unregister_rtp_sender(self._owner)
+            self._registered = None
+        self.socket = self.srtp = None
+
+    async def _on_get_stats(self) -> RTCStatsReport:
+        """aiortc's getStats() shape, from the owner's W3C dictionaries."""
+        report = RTCStatsReport()
+        transport = self.sender.transport
+        now = clock.current_datetime()
+        for item in self._stats():
+            common = {
+                "timestamp": now,
+                "type": item["type"],
+                "id": item["id"],
+                "ssrc": item["ssrc"],
+                "kind": item["kind"],
+                "transportId": transport._stats_id,
+            }
+            if item["type"] == "outbound-rtp":
+                report.add(
+                    RTCOutboundRtpStreamStats(
+                        **common,
+                        packetsSent=item["packetsSent"],
+                        bytesSent=item["bytesSent"],
+                        trackId=str(id(self.sender)),
+                    )
+                )
+            else:
+                report.add(
+                    RTCRemoteInboundRtpStreamStats(
+                        **common,
+                        packetsReceived=0,
+                        packetsLost=item["packetsLost"],
+                        jitter=item["jitter"],
+                        roundTripTime=item["roundTripTime"],
+                        fractionLost=item["fractionLost"],
+                    )
+                )
+        report.update(transport._get_stats())
+        return report
+
+    def send(self, data: bytes) -> int:
+        """Protect and send one RTP packet; returns the bytes put on the wire."""
+        protected = self.srtp.protect(data)
+        self.socket.sendto(protected, self.addr)
+        return len(protected)
+
+    async def send_rtcp(self, data: bytes) -> None:
+        if self._registered is not None:
+            with contextlib.suppress(ConnectionError):
+                await self._registered._send_rtp(data)
+
+    def count_sent(self, packets: int, octets: int) -> None:
+        """Keep the transport's W3C counters true for what bypassed it."""
+        transport = self.sender.transport
+        transport._RTCDtlsTransport__tx_packets += packets  # type: ignore[attr-defined]
+        transport._RTCDtlsTransport__tx_bytes += octets  # type: ignore[attr-defined]
+
+
+def intercept_rtcp(
+    sender: RTCRtpSender, on_packet: Callable[[AnyRtcpPacket], Awaitable[None]]
+) -> None:
+    """Let ``on_packet`` see a track-path sender's RTCP before aiortc does (aiortc
+    drops PLIs on its pre-encoded path)."""
+    original = sender._handle_rtcp_packet
+
+    async def handle(packet: AnyRtcpPacket) -> None:
+        await on_packet(packet)
+        await original(packet)
+
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+def restrict_codecs(
+    transceiver: RTCRtpTransceiver, keep: RTCRtpCodecParameters
+) -> None:
+    """Answer with one codec (and its RTX) so the publisher sends only that one."""
+    transceiver._codecs = [
+        c
+        for c in transceiver._codecs
+        if c.payloadType == keep.payloadType
+        or (is_rtx(c) and c.parameters.get("apt") == keep.payloadType)
+    ]
+
+
+def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    return list(transceiver._codecs)

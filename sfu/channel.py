@@ -1,0 +1,61 @@
+"""A voice channel: its participants and the publications they share."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from .errors import ChannelFull
+from .events import Speaking
+from .participant import Participant
+from .publication import Publication
+
+if TYPE_CHECKING:
+    from .server import SfuServer
+
+
+class Channel:
+    def __init__(self, server: SfuServer, channel_id: str) -> None:
+        self.server = server
+        self.id = channel_id
+        self.participants: dict[str, Participant] = {}
+        self.created_at = time.time()
+        self._speakers: set[str] = set()
+
+    def publications(self) -> list[Publication]:
+        return [
+            pub
+            for participant in self.participants.values()
+            for pub in participant.publish.publications.values()
+        ]
+
+    def publications_changed(self) -> None:
+        """Every participant receives every other participant's sources."""
+        publications = self.publications()
+        for participant in self.participants.values():
+            participant.subscribe.want(
+                [p for p in publications if p.participant is not participant]
+            )
+
+    def check_screen_allowed(self) -> None:
+        screens = sum(1 for p in self.publications() if p.source == "screen")
+        if screens >= self.server.settings.max_screens:
+            raise ChannelFull(
+                f"channel {self.id} already has {screens} shared screen(s), the most "
+                "allowed"
+            )
+
+    def update_speakers(self, now: float) -> None:
+        """Tick every microphone's level meter; announce speaker changes."""
+        loud: list[tuple[str, float]] = []
+        for pub in self.publications():
+            if pub.levels is None:
+                continue
+            pub.levels.tick(now)
+            if not pub.muted and pub.levels.speaking(now):
+                loud.append((pub.peer_id, pub.levels.linear))
+        loud.sort(key=lambda item: -item[1])
+        speakers = {peer for peer, _ in loud}
+        if speakers != self._speakers:
+            self._speakers = speakers
+            self.server.events.emit(Speaking(self.id, None, speakers=loud))

@@ -1,0 +1,345 @@
+"""The fast path: forward a received RTP packet to one subscriber in the same call.
+
+A ``FanoutSender`` sits on one m-line of a subscriber's subscribe connection. For
+every packet of the publication bound to it, it rewrites the header (SSRC,
+sequence number and timestamp offsets, payload type, header extensions as the
+subscriber negotiated them), SRTP-protects it and writes it to the ICE socket: no
+queue, task, track or frame object per packet. It also does what aiortc's
+sender did: sender reports, NACK retransmission (RTX when negotiated) from a
+per-subscriber history, RTT and loss from the subscriber's receiver reports, and
+W3C getStats counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCRtpTransceiver, clock
+from aiortc.codecs import is_rtx
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    AnyRtcpPacket,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    RtpPacket,
+    unpack_remb_fci,
+)
+
+from .aiortc_seam import SendHook
+from .sdp_check import codec_key
+
+log = logging.getLogger("miscord.voice")
+
+HEADER = struct.Struct("!BBHII")
+HISTORY = 512  # packets kept per subscriber for NACKs (a power of two)
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+RTT_ALPHA = 0.85
+#: RTP ticks one frame advances, used when a stream restarts right away
+FRAME_TICKS = {"audio": 960, "video": 3000}
+
+
+def one_byte_extensions(elements: list[tuple[int, bytes]]) -> bytes:
+    """An RFC 8285 one-byte header extension block (0xBEDE), padded to 32 bits."""
+    body = b"".join(bytes([(i << 4) | (len(v) - 1)]) + v for i, v in elements)
+    body += b"\x00" * (-len(body) % 4)
+    return struct.pack("!HH", 0xBEDE, len(body) // 4) + body if body else b""
+
+
+class FanoutSender:
+    """One subscriber m-line on the fast path (see module docstring)."""
+
+    def __init__(
+        self,
+        transceiver: RTCRtpTransceiver,
+        kind: str,
+        on_keyframe_request: Callable[[], None],
+    ) -> None:
+        self.kind = kind
+        self.hook = SendHook(transceiver.sender, self, self._configure, self.stats)
+        self._ssrc = self.hook.ssrc  # aiortc's RTCP router routes by this
+        self._on_keyframe_request = on_keyframe_request
+        self.mid: str | None = None
+        self.cname: str | None = None
+        self._codecs: list[RTCRtpCodecParameters] = []
+        self._mid_element: list[tuple[int, bytes]] = []
+        self._level_id = 0
+        self._ext_plain = b""
+        self._ext_level = (b"", b"")
+        self.publication: Any = None
+        self._pt: int | None = None
+        self._rtx_pt: int | None = None
+        self._clock = 48000 if kind == "audio" else 90000
+        # rewrite state: continuous across publishers, mutes and renegotiations
+        self._in_ssrc: int | None = None
+        self._epoch = -1
+        self._seq_off = 0
+        self._ts_off = 0
+        self._last_seq: int | None = None
+        self._last_ts = 0
+        self._last_at = 0.0
+        self._history: list[bytes | None] = [None] * HISTORY
+        self._rtx_seq = random.randint(0, 0x7FFF)
+        # counters (W3C names in stats())
+        self.packets_sent = 0
+        self.bytes_sent = 0
+        self.wire_bytes = 0
+        self._wire_packets_counted = 0
+        self._wire_bytes_counted = 0
+        self.retransmitted_packets = 0
+        self.nack_count = 0
+        self.pli_count = 0
+        self.fir_count = 0
+        self.remb_bitrate: int | None = None
+        # receiver reports
+        self._sr_sent: dict[int, float] = {}
+        self.rtt: float | None = None
+        self.rtt_total = 0.0
+        self.rtt_count = 0
+        self.remote: dict[str, Any] | None = None
+
+    # --- negotiation and binding ------------------------------------------------
+
+    def _configure(self, parameters: RTCRtpSendParameters) -> None:
+        self.mid = parameters.muxId
+        self.cname = parameters.rtcp.cname
+        self._codecs = list(parameters.codecs)
+        ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
+        mid_id = ids.get(MID_URI)
+        self._mid_element = [(mid_id, self.mid.encode())] if mid_id and self.mid else []
+        self._level_id = ids.get(LEVEL_URI, 0) if self.kind == "audio" else 0
+        self._ext_plain = one_byte_extensions(self._mid_element)
+        if self._level_id:
+            # the level byte is the only part that changes per packet
+            full = one_byte_extensions([*self._mid_element, (self._level_id, b"\0")])
+            at = 4 + sum(1 + len(v) for _, v in self._mid_element) + 1
+            self._ext_level = (full[:at], full[at + 1 :])
+        self._select_payload_types()
+
+    def bind(self, publication: Any) -> None:
+        self.publication = publication
+        self._epoch = -1  # resync on the first packet
+        self._select_payload_types()
+
+    def unbind(self) -> None:
+        self.publication = None
+        self._pt = None
+
+    def _select_payload_types(self) -> None:
+        self._pt = self._rtx_pt = None
+        if self.publication is None:
+            return
+        wanted = codec_key(self.publication.codec)
+        for codec in self._codecs:
+            if not is_rtx(codec) and codec_key(codec) == wanted:
+                self._pt = codec.payloadType
+                break
+        for codec in self._codecs:
+            if is_rtx(codec) and codec.parameters.get("apt") == self._pt:
+                self._rtx_pt = codec.payloadType
+
+    # --- the hot path -------------------------------------------------------------
+
+    def write(self, packet: RtpPacket) -> None:
+        pt = self._pt
+        hook = self.hook
+        if pt is None or hook.socket is None:
+            return
+        if packet.ssrc != self._in_ssrc or self._epoch != self.publication.epoch:
+            self._resync(packet)
+        seq = (packet.sequence_number + self._seq_off) & 0xFFFF
+        ts = (packet.timestamp + self._ts_off) & 0xFFFFFFFF
+        level = packet.extensions.audio_level
+        if self._level_id and level is not None:
+            head, tail = self._ext_level
+            ext = head + bytes(((level[0] << 7) | level[1],)) + tail
+        else:
+            ext = self._ext_plain
+        payload = packet.payload
+        data = (
+            HEADER.pack(
+                0x90 if ext else 0x80,
+                (packet.marker << 7) | pt,
+                seq,
+                ts,
+                self._ssrc,
+            )
+            + ext
+            + payload
+        )
+        self._history[seq & (HISTORY - 1)] = data
+        self.wire_bytes += hook.send(data)
+        self.packets_sent += 1
+        self.bytes_sent += len(payload)
+        if self._last_seq is None or ((seq - self._last_seq) & 0xFFFF) < 0x8000:
+            self._last_seq, self._last_ts = seq, ts
+            self._last_at = time.monotonic()
+
+    def _resync(self, packet: RtpPacket) -> None:
+        """Choose offsets so the outgoing stream continues where it left off."""
+        if self._last_seq is None:
+            out_seq = random.randint(0, 0x7FFF)
+            out_ts = random.getrandbits(32)
+        else:
+            out_seq = (self._last_seq + 1) & 0xFFFF
+            elapsed = int((time.monotonic() - self._last_at) * self._clock)
+            out_ts = (self._last_ts + max(elapsed, FRAME_TICKS[self.kind])) & 0xFFFFFFFF
+        self._seq_off = (out_seq - packet.sequence_number) & 0xFFFF
+        self._ts_off = (out_ts - packet.timestamp) & 0xFFFFFFFF
+        self._in_ssrc = packet.ssrc
+        self._epoch = self.publication.epoch
+
+    # --- RTCP -------------------------------------------------------------------------
+
+    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
+        if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+            for report in packet.reports:
+                if report.ssrc == self._ssrc:
+                    self._on_report(report)
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            self.nack_count += 1
+            for seq in packet.lost:
+                self._retransmit(seq)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (
+            RTCP_PSFB_PLI,
+            RTCP_PSFB_FIR,
+        ):
+            if packet.fmt == RTCP_PSFB_PLI:
+                self.pli_count += 1
+            else:
+                self.fir_count += 1
+            if self.publication is not None:
+                self._on_keyframe_request()
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            if self._ssrc in ssrcs:
+                self.remb_bitrate = bitrate
+
+    def _on_report(self, report: Any) -> None:
+        sent_at = self._sr_sent.get(report.lsr)
+        if sent_at is not None and report.dlsr:
+            rtt = max(0.0, time.time() - sent_at - report.dlsr / 65536)
+            self.rtt = (
+                rtt
+                if self.rtt is None
+                else RTT_ALPHA * self.rtt + (1 - RTT_ALPHA) * rtt
+            )
+            self.rtt_total += rtt
+            self.rtt_count += 1
+        self.remote = {
+            "timestamp": time.time(),
+            "packetsLost": report.packets_lost,
+            "fractionLost": report.fraction_lost / 256,
+            "jitter": report.jitter / self._clock,
+        }
+
+    def _retransmit(self, seq: int) -> None:
+        data = self._history[seq & (HISTORY - 1)]
+        if data is None or struct.unpack_from("!H", data, 2)[0] != seq:
+            return
+        if self._rtx_pt is not None:
+            header_len = 12
+            if data[0] & 0x10:
+                header_len += 4 + 4 * struct.unpack_from("!H", data, 14)[0]
+            _, m_pt, _, ts, _ = HEADER.unpack_from(data)
+            data = (
+                HEADER.pack(
+                    data[0],
+                    (m_pt & 0x80) | self._rtx_pt,
+                    self._rtx_seq,
+                    ts,
+                    self.hook.rtx_ssrc,
+                )
+                + data[12:header_len]
+                + struct.pack("!H", seq)
+                + data[header_len:]
+            )
+            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+        if self.hook.socket is not None:
+            self.wire_bytes += self.hook.send(data)
+            self.retransmitted_packets += 1
+
+    def sender_report(self) -> RtcpSrPacket | None:
+        """An SR for the subscriber, with the RTP time extrapolated to now."""
+        if not self.packets_sent:
+            return None
+        ntp = clock.current_ntp_time()
+        ticks = int((time.monotonic() - self._last_at) * self._clock)
+        self._sr_sent[(ntp >> 16) & 0xFFFFFFFF] = time.time()
+        while len(self._sr_sent) > 8:
+            del self._sr_sent[next(iter(self._sr_sent))]
+        return RtcpSrPacket(
+            ssrc=self._ssrc,
+            sender_info=RtcpSenderInfo(
+                ntp_timestamp=ntp,
+                rtp_timestamp=(self._last_ts + ticks) & 0xFFFFFFFF,
+                packet_count=self.packets_sent & 0xFFFFFFFF,
+                octet_count=self.bytes_sent & 0xFFFFFFFF,
+            ),
+        )
+
+    def flush_transport_counters(self) -> None:
+        """Add what bypassed aiortc's transport to its W3C counters."""
+        packets = self.packets_sent + self.retransmitted_packets
+        delta_p = packets - self._wire_packets_counted
+        delta_b = self.wire_bytes - self._wire_bytes_counted
+        if delta_p or delta_b:
+            self.hook.count_sent(delta_p, delta_b)
+            self._wire_packets_counted, self._wire_bytes_counted = (
+                packets,
+                self.wire_bytes,
+            )
+
+    # --- stats ----------------------------------------------------------------------
+
+    def stats(self) -> list[dict[str, Any]]:
+        """outbound-rtp (and remote-inbound-rtp once the subscriber reported)."""
+        items: list[dict[str, Any]] = [
+            {
+                "type": "outbound-rtp",
+                "id": f"outbound-rtp_{self._ssrc}",
+                "ssrc": self._ssrc,
+                "kind": self.kind,
+                "mid": self.mid,
+                "packetsSent": self.packets_sent,
+                "bytesSent": self.bytes_sent,
+                "retransmittedPacketsSent": self.retransmitted_packets,
+                "nackCount": self.nack_count,
+                "pliCount": self.pli_count,
+                "firCount": self.fir_count,
+            }
+        ]
+        if self.remote is not None:
+            items.append(
+                {
+                    "type": "remote-inbound-rtp",
+                    "id": f"remote-inbound-rtp_{self._ssrc}",
+                    "ssrc": self._ssrc,
+                    "kind": self.kind,
+                    "localId": f"outbound-rtp_{self._ssrc}",
+                    "roundTripTime": self.rtt,
+                    "totalRoundTripTime": self.rtt_total,
+                    "roundTripTimeMeasurements": self.rtt_count,
+                    **self.remote,
+                }
+            )
+        return items
+
+    def close(self) -> None:
+        self.unbind()
+        self.hook.detach()

@@ -1,0 +1,267 @@
+"""A participant of a voice channel: its two peer connections and its lifecycle.
+
+States: ``joining`` (no media yet), ``connecting``, ``connected``,
+``disconnected`` (connected, but nothing arrived for ``media_silence``),
+``failed`` and ``closed``. A participant that stays failed or disconnected for
+``media_grace`` is removed by the server with reason ``timeout``. Closing it
+ends its publications, subscriptions, peer connections and tasks, in that order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCPeerConnection
+
+from .aiortc_seam import parse_candidate, selected_pair
+from .errors import BadRequest
+from .events import (
+    Event,
+    ParticipantView,
+    StateChanged,
+    TrackMuted,
+    TrackPublished,
+    TrackUnpublished,
+    TrackView,
+    TransportChanged,
+)
+from .publication import Publication
+from .publisher import PublishSession
+from .subscriber import SubscribeSession
+from .tasks import TaskGroup
+
+if TYPE_CHECKING:
+    from .channel import Channel
+
+log = logging.getLogger("miscord.voice")
+screen_log = logging.getLogger("miscord.screen")
+
+STATES = ("joining", "connecting", "connected", "disconnected", "failed", "closed")
+
+
+class Participant:
+    def __init__(self, channel: Channel, peer_id: str, user_id: str, name: str) -> None:
+        self.channel = channel
+        self.peer_id = peer_id
+        self.user_id = user_id
+        self.name = name
+        self.settings = channel.server.settings
+        self.tasks = TaskGroup(f"peer:{peer_id}")
+        self.publish = PublishSession(self)
+        self.subscribe = SubscribeSession(self)
+        self.state = "joining"
+        self.state_since = time.monotonic()
+        self.joined_at = time.time()
+        self.closed = False
+        self.close_reason: str | None = None
+        #: mute state asked for before the source was published
+        self._mute_wanted: dict[str, bool] = {}
+
+    @property
+    def channel_id(self) -> str:
+        return self.channel.id
+
+    def emit(self, event: Event) -> None:
+        self.channel.server.events.emit(event)
+
+    def view(self) -> ParticipantView:
+        return ParticipantView(
+            peer_id=self.peer_id,
+            user_id=self.user_id,
+            name=self.name,
+            tracks=[
+                TrackView(source=p.source, muted=p.muted)
+                for p in self.publish.publications.values()
+            ],
+        )
+
+    # --- requests from the client ---------------------------------------------------
+
+    async def publish_offer(self, sdp: str, sources: dict[str, str]) -> str:
+        return await self.publish.apply_offer(sdp, sources)
+
+    async def subscribe_answer(self, sdp: str) -> None:
+        await self.subscribe.apply_answer(sdp)
+
+    async def add_candidate(
+        self, pc_name: str, candidate: dict[str, Any] | None
+    ) -> None:
+        pc = self.publish.pc if pc_name == "publish" else self.subscribe.pc
+        if pc is None or pc.remoteDescription is None:
+            raise BadRequest(f"no {pc_name} negotiation to add a candidate to")
+        parsed = None
+        if candidate is not None:
+            try:
+                parsed = parse_candidate(candidate)
+            except ValueError as exc:
+                raise BadRequest(str(exc)) from None
+            if parsed is None:
+                log.debug("ignored mDNS candidate from %s", self.peer_id)
+                return
+            # every m-line is bundled on the first transport
+            parsed.sdpMid = pc.getTransceivers()[0].mid
+            parsed.sdpMLineIndex = 0
+        try:
+            await pc.addIceCandidate(parsed)
+        except (ValueError, TypeError) as exc:
+            raise BadRequest(f"candidate refused: {exc}") from None
+
+    def set_muted(self, source: str, muted: bool) -> None:
+        pub = self.publish.by_source(source)
+        if pub is None:
+            self._mute_wanted[source] = muted
+            return
+        if pub.muted != muted:
+            pub.set_muted(muted)
+            log.info("%s %s %s", self.peer_id, "muted" if muted else "unmuted", source)
+            self.emit(TrackMuted(self.channel_id, self.peer_id, source, muted))
+
+    # --- publications ---------------------------------------------------------------
+
+    def on_published(self, pub: Publication) -> None:
+        pub.set_muted(self._mute_wanted.pop(pub.source, False))
+        (screen_log if pub.source == "screen" else log).info(
+            "%s publishes %s (%s)", self.peer_id, pub.source, pub.codec.mimeType
+        )
+        self.emit(
+            TrackPublished(
+                self.channel_id,
+                self.peer_id,
+                source=pub.source,
+                kind=pub.kind,
+                codec=pub.codec.mimeType,
+            )
+        )
+        self.channel.publications_changed()
+
+    def on_unpublished(self, pub: Publication) -> None:
+        (screen_log if pub.source == "screen" else log).info(
+            "%s stopped %s", self.peer_id, pub.source
+        )
+        self.emit(TrackUnpublished(self.channel_id, self.peer_id, source=pub.source))
+        self.channel.publications_changed()
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def watch_pc(self, name: str, pc: RTCPeerConnection) -> None:
+        """Record every transport state change of ``pc`` and follow it."""
+
+        def on_change(layer: str, attribute: str) -> Any:
+            def handler() -> None:
+                state = getattr(pc, attribute)
+                self.emit(
+                    TransportChanged(
+                        self.channel_id, self.peer_id, pc=name, layer=layer, state=state
+                    )
+                )
+                self.update_state()
+
+            return handler
+
+        pc.on("iceconnectionstatechange", on_change("ice", "iceConnectionState"))
+        pc.on("connectionstatechange", on_change("connection", "connectionState"))
+
+    def _pcs(self) -> list[tuple[str, RTCPeerConnection, Any]]:
+        return [
+            (name, session.pc, session.probe)
+            for name, session in (
+                ("publish", self.publish),
+                ("subscribe", self.subscribe),
+            )
+            if session.pc is not None
+        ]
+
+    def compute_state(self, now: float) -> str:
+        if self.closed:
+            return "closed"
+        pcs = self._pcs()
+        states = {pc.connectionState for _, pc, _ in pcs}
+        if not states or states == {"new"}:
+            return "joining"
+        if states & {"failed", "closed"}:
+            return "failed"
+        if states == {"connected"}:
+            silent = any(
+                now - probe.last_rx > self.settings.media_silence for _, _, probe in pcs
+            )
+            return "disconnected" if silent else "connected"
+        if (
+            self.state == "connecting"
+            and now - self.state_since > self.settings.connect_timeout
+        ):
+            return "failed"
+        return "connecting"
+
+    def update_state(self) -> str:
+        now = time.monotonic()
+        state = self.compute_state(now)
+        if state != self.state:
+            previous, self.state, self.state_since = self.state, state, now
+            level = (
+                logging.WARNING if state in ("failed", "disconnected") else logging.INFO
+            )
+            log.log(
+                level,
+                "%s %s -> %s",
+                self.peer_id,
+                previous,
+                state,
+                extra={"success": state == "connected"},
+            )
+            self.emit(
+                StateChanged(
+                    self.channel_id, self.peer_id, state=state, previous=previous
+                )
+            )
+        return state
+
+    def overdue(self, now: float) -> bool:
+        """Failed or disconnected for longer than the grace period."""
+        return (
+            self.state in ("failed", "disconnected")
+            and now - self.state_since > self.settings.media_grace
+        )
+
+    def stats(self) -> list[dict[str, Any]]:
+        """A getStats-style report (W3C field names) of both connections."""
+        items: list[dict[str, Any]] = []
+        for name, pc, probe in self._pcs():
+            transceivers = pc.getTransceivers()
+            if transceivers:
+                transport = transceivers[0].receiver.transport
+                for stat in transport._get_stats().values():
+                    items.append(
+                        {
+                            "type": "transport",
+                            "pc": name,
+                            "packetsSent": stat.packetsSent,
+                            "packetsReceived": stat.packetsReceived,
+                            "bytesSent": stat.bytesSent,
+                            "bytesReceived": stat.bytesReceived,
+                            "dtlsState": stat.dtlsState,
+                            "iceState": pc.iceConnectionState,
+                            "lastPacketReceivedAgo": round(
+                                time.monotonic() - probe.last_rx, 3
+                            ),
+                        }
+                    )
+            pair = selected_pair(pc)
+            if pair is not None:
+                items.append({"type": "candidate-pair", "pc": name, **pair})
+        for pub in self.publish.publications.values():
+            items.append({**pub.stats(), "pc": "publish"})
+        for item in self.subscribe.stats():
+            items.append({**item, "pc": "subscribe"})
+        return items
+
+    async def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        await self.publish.close()
+        await self.subscribe.close()
+        await self.tasks.close()
+        self.update_state()

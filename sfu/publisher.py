@@ -1,0 +1,140 @@
+"""A participant's publish connection: the client offers, the server answers.
+
+Owns the publish ``RTCPeerConnection`` and the participant's publications (at
+most one microphone and one screen), created and ended as the client's offers
+add, stop or reuse m-lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from . import sdp_check
+from .aiortc_seam import (
+    ActivityProbe,
+    ReceiveHook,
+    new_peer_connection,
+    restrict_codecs,
+)
+from .errors import BadSdp
+from .events import Negotiated
+from .publication import Publication
+
+if TYPE_CHECKING:
+    from .participant import Participant
+
+log = logging.getLogger("miscord.voice")
+screen_log = logging.getLogger("miscord.screen")
+
+
+def _ignore(packet: object, codec: object) -> None:
+    """Sink of a receiver whose source is not published (stopped m-line)."""
+
+
+class PublishSession:
+    def __init__(self, participant: Participant) -> None:
+        self.participant = participant
+        self.pc: RTCPeerConnection | None = None
+        self.probe = ActivityProbe()
+        self.publications: dict[str, Publication] = {}  # by source
+        self._hooks: dict[str, ReceiveHook] = {}  # by mid, one per receiver
+        self._mids: list[str] = []
+
+    def by_source(self, source: str) -> Publication | None:
+        return self.publications.get(source)
+
+    async def apply_offer(self, text: str, sources: dict[str, str]) -> str:
+        """Apply a publish offer; returns the answer SDP."""
+        offered = sdp_check.check_publish_offer(text, sources, self._mids)
+        wants_screen = any(
+            m.sending and sources.get(m.mid) == "screen" for m in offered
+        )
+        if wants_screen and "screen" not in self.publications:
+            self.participant.channel.check_screen_allowed()
+        started = time.monotonic()
+        first = self.pc is None
+        if first:
+            self.pc = new_peer_connection()
+            self.participant.watch_pc("publish", self.pc)
+        pc = self.pc
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(text, "offer"))
+        except Exception as exc:
+            if first:
+                await self.reset()
+            self._negotiated(started, False, str(exc))
+            raise BadSdp(f"offer refused: {type(exc).__name__}: {exc}") from None
+        self._mids = [m.mid for m in offered]
+        self._update_publications(pc, offered, sources)
+        await pc.setLocalDescription(await pc.createAnswer())
+        self.probe.watch(pc)
+        self._negotiated(started, True)
+        return pc.localDescription.sdp
+
+    def _update_publications(
+        self,
+        pc: RTCPeerConnection,
+        offered: list[sdp_check.OfferedMedia],
+        sources: dict[str, str],
+    ) -> None:
+        transceivers = {t.mid: t for t in pc.getTransceivers()}
+        for media in offered:
+            transceiver = transceivers[media.mid]
+            hook = self._hooks.get(media.mid)
+            if hook is None and self.participant.settings.forwarding != "relay":
+                hook = self._hooks[media.mid] = ReceiveHook(
+                    transceiver.receiver, media.kind, _ignore
+                )
+            source = sources.get(media.mid) if media.sending else None
+            current = next(
+                (p for p in self.publications.values() if p.mid == media.mid), None
+            )
+            if current is not None and current.source != source:
+                self._unpublish(current)
+                current = None
+            if source is not None and current is None and media.codec is not None:
+                restrict_codecs(transceiver, media.codec)
+                pub = Publication(
+                    self.participant, source, transceiver, media.codec, hook
+                )
+                if hook is not None:
+                    hook.sink = pub.on_packet
+                self.publications[source] = pub
+                self.participant.on_published(pub)
+
+    def _unpublish(self, pub: Publication) -> None:
+        hook = self._hooks.get(pub.mid or "")
+        if hook is not None:
+            hook.sink = _ignore
+        del self.publications[pub.source]
+        pub.close()
+        self.participant.on_unpublished(pub)
+
+    def _negotiated(self, started: float, ok: bool, detail: str = "") -> None:
+        self.participant.emit(
+            Negotiated(
+                self.participant.channel_id,
+                self.participant.peer_id,
+                pc="publish",
+                offerer="client",
+                seconds=round(time.monotonic() - started, 4),
+                ok=ok,
+                detail=detail,
+            )
+        )
+
+    async def reset(self) -> None:
+        """End every publication and close the connection."""
+        for pub in list(self.publications.values()):
+            self._unpublish(pub)
+        self._hooks.clear()
+        self._mids = []
+        pc, self.pc = self.pc, None
+        if pc is not None:
+            await pc.close()
+
+    close = reset

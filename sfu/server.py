@@ -1,0 +1,127 @@
+"""The root of the media core's ownership tree: server -> channel -> participant.
+
+``SfuServer`` owns the channels and one maintenance task (level meters and
+active speakers every tick; lifecycle states, grace-period eviction and offer
+timeouts every second). ``close()`` closes every participant and the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+
+from . import aiortc_seam
+from .channel import Channel
+from .errors import ChannelFull
+from .events import EventBus, ParticipantJoined, ParticipantLeft
+from .participant import Participant
+from .settings import MediaSettings
+from .tasks import TaskGroup
+
+log = logging.getLogger("miscord.voice")
+
+TICK = 0.2  # seconds between speaker updates
+
+
+class SfuServer:
+    def __init__(self, settings: MediaSettings, events: EventBus | None = None) -> None:
+        aiortc_seam.check_compatibility()
+        self.settings = settings
+        self.events = events or EventBus()
+        self.channels: dict[str, Channel] = {}
+        self.participants: dict[str, Participant] = {}
+        self.tasks = TaskGroup("sfu")
+        self.evicted = 0
+
+    async def start(self) -> None:
+        await aiortc_seam.selftest()
+        aiortc_seam.configure_ice(
+            self.settings.ice_hosts, self.settings.consent_interval
+        )
+        self.tasks.spawn(self._maintain(), "maintenance")
+
+    async def join(self, channel_id: str, user_id: str, name: str) -> Participant:
+        """Add a participant; its media starts when it offers or is offered to."""
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            if len(self.channels) >= self.settings.max_channels:
+                raise ChannelFull(
+                    f"the server holds {len(self.channels)} voice channels, the most "
+                    "allowed"
+                )
+            channel = self.channels[channel_id] = Channel(self, channel_id)
+        if len(channel.participants) >= self.settings.max_participants:
+            raise ChannelFull(
+                f"channel {channel_id} has {len(channel.participants)} participants, "
+                "the most allowed"
+            )
+        participant = Participant(channel, secrets.token_hex(6), user_id, name)
+        channel.participants[participant.peer_id] = participant
+        self.participants[participant.peer_id] = participant
+        log.info(
+            "%s (%s) joined %s as %s",
+            name,
+            user_id,
+            channel_id,
+            participant.peer_id,
+            extra={"success": True},
+        )
+        self.events.emit(
+            ParticipantJoined(channel_id, participant.peer_id, participant.view())
+        )
+        return participant
+
+    def start_media(self, participant: Participant) -> None:
+        """Offer the participant what the channel already publishes."""
+        participant.channel.publications_changed()
+
+    async def leave(self, participant: Participant, reason: str) -> None:
+        """Remove a participant and release everything it owns (idempotent)."""
+        if self.participants.pop(participant.peer_id, None) is None:
+            return
+        channel = participant.channel
+        channel.participants.pop(participant.peer_id, None)
+        await participant.close(reason)
+        if not channel.participants:
+            self.channels.pop(channel.id, None)
+        log.info("%s left %s (%s)", participant.peer_id, channel.id, reason)
+        self.events.emit(
+            ParticipantLeft(
+                channel.id,
+                participant.peer_id,
+                user_id=participant.user_id,
+                reason=reason,
+            )
+        )
+
+    async def _maintain(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            for channel in list(self.channels.values()):
+                channel.update_speakers(now)
+            ticks += 1
+            if ticks % int(1 / TICK) == 0:
+                await self._check_lifecycles(now)
+
+    async def _check_lifecycles(self, now: float) -> None:
+        for participant in list(self.participants.values()):
+            participant.update_state()
+            participant.subscribe.check_offer_timeout(now, self.settings.offer_timeout)
+            if participant.overdue(now):
+                log.warning(
+                    "%s stayed %s for %.0f s: removing it",
+                    participant.peer_id,
+                    participant.state,
+                    now - participant.state_since,
+                )
+                self.evicted += 1
+                await self.leave(participant, "timeout")
+
+    async def close(self) -> None:
+        await self.tasks.close()
+        for participant in list(self.participants.values()):
+            await self.leave(participant, "left")

@@ -1,0 +1,28 @@
+"""Settings of the media core (the signaling layer fills them from its config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class MediaSettings:
+    #: addresses ICE gathers host candidates on and announces; empty = aioice's own
+    ice_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    max_participants: int = 99
+    max_channels: int = 1000
+    max_screens: int = 2
+    #: seconds media may stay failed/disconnected before the peer is removed
+    media_grace: float = 10.0
+    #: seconds without any packet from a connected peer before it counts disconnected
+    media_silence: float = 4.0
+    #: seconds a peer connection may stay connecting before it counts failed
+    connect_timeout: float = 20.0
+    #: seconds between ICE consent checks (RFC 7675); a dead peer fails after 6 misses
+    consent_interval: float = 1.0
+    #: least seconds between two keyframe requests sent to one publisher
+    keyframe_interval: float = 1.0
+    #: seconds a client has to answer a subscribe offer before it is re-offered
+    offer_timeout: float = 15.0
+    #: "fast" (packet fan-out), "track" (aiortc senders) or "relay" (decode+encode)
+    forwarding: str = "fast"

@@ -1,0 +1,1 @@
+"""miscord-sfu signaling: the /ws WebSocket, connection manager, auth and HTTP APIs."""

@@ -1,0 +1,94 @@
+"""Access tokens: HS256 JWTs with the claims of the contract (PyJWT)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import jwt
+from aiohttp import web
+
+ROLES = ("member", "support")
+ALGORITHM = "HS256"
+
+
+class AuthError(Exception):
+    """Missing, invalid or expired token (401 / close 4401)."""
+
+
+@dataclass(frozen=True)
+class Claims:
+    user_id: str
+    name: str
+    channels: tuple[str, ...]
+    role: str
+    expires: int
+
+    def may_join(self, channel: str) -> bool:
+        return "*" in self.channels or channel in self.channels
+
+    @property
+    def support(self) -> bool:
+        return self.role == "support"
+
+
+def issue(
+    secret: str,
+    user: str,
+    channels: list[str],
+    role: str = "member",
+    ttl: float = 24 * 3600,
+    name: str | None = None,
+) -> str:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
+    claims: dict[str, object] = {
+        "sub": user,
+        "channels": channels,
+        "role": role,
+        "exp": int(time.time() + ttl),
+    }
+    if name:
+        claims["name"] = name
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify(secret: str, token: str) -> Claims:
+    try:
+        data = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("token expired") from None
+    except jwt.PyJWTError as exc:
+        raise AuthError(f"invalid token: {exc}") from None
+    sub, name = data.get("sub"), data.get("name", data.get("sub"))
+    channels = data.get("channels", [])
+    role = data.get("role", "member")
+    if not isinstance(sub, str) or not sub or len(sub) > 128:
+        raise AuthError("invalid token: 'sub' must be a non-empty string")
+    if not isinstance(name, str) or len(name) > 128:
+        raise AuthError("invalid token: 'name' must be a string")
+    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+        raise AuthError("invalid token: 'channels' must be a list of strings")
+    if role not in ROLES:
+        raise AuthError(f"invalid token: unknown role {role!r}")
+    return Claims(sub, name, tuple(channels), role, int(data["exp"]))
+
+
+def bearer(request: web.Request, secret: str) -> Claims:
+    """Claims of an HTTP request's ``Authorization: Bearer`` header, or 401."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": "missing bearer token"}),
+            content_type="application/json",
+        )
+    try:
+        return verify(secret, token.strip())
+    except AuthError as exc:
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": str(exc)}), content_type="application/json"
+        ) from None

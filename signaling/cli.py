@@ -1,0 +1,83 @@
+"""The ``miscord-sfu`` command: ``serve``, ``token`` (and ``loadtest``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from diagnostics import logs
+
+from . import auth, config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = config.from_sources(args)
+    logs.configure(settings.log_level, settings.log_format, secrets=[settings.secret])
+    from .app import create_app
+
+    if settings.secret_generated:
+        logs.get("debug").info(
+            "no --secret given: a random one was made for this run%s",
+            " (development login enabled on this loopback bind)"
+            if settings.dev_login
+            else "",
+        )
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        shutdown_timeout=5.0,
+        access_log=None,
+    )
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    secret = args.secret or os.environ.get(config.env_name("secret"))
+    if not secret:
+        print("miscord-sfu token: give --secret or set SFU_SECRET", file=sys.stderr)
+        return 2
+    print(
+        auth.issue(
+            secret,
+            args.user,
+            args.channel or ["*"],
+            role=args.role,
+            ttl=args.ttl,
+            name=args.name,
+        )
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="miscord-sfu", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server (web client, /ws, APIs)")
+    config.add_arguments(serve)
+    serve.set_defaults(run=_serve)
+    token = sub.add_parser("token", help="print an access token")
+    token.add_argument("--user", required=True)
+    token.add_argument(
+        "--channel", action="append", help="a channel it may join (repeat; default *)"
+    )
+    token.add_argument("--role", choices=auth.ROLES, default="member")
+    token.add_argument("--ttl", type=float, default=24 * 3600, help="seconds valid")
+    token.add_argument("--name", help="display name (default: the user id)")
+    token.add_argument("--secret", help="server secret [SFU_SECRET]")
+    token.set_defaults(run=_token)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

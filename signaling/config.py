@@ -1,0 +1,220 @@
+"""Every server setting, its default, its flag and its environment twin, in one place.
+
+``Settings`` is the single reference (``docs/configuration.md`` is generated from it):
+each field's metadata names its help text; the flag is ``--field-name`` and the
+environment variable ``SFU_FIELD_NAME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from sfu.settings import MediaSettings
+
+ENV_PREFIX = "SFU_"
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class Settings:
+    host: str = field(default="127.0.0.1", metadata=_help("HTTP bind address"))
+    port: int = field(default=8080, metadata=_help("HTTP port"))
+    secret: str = field(
+        default="",
+        metadata=_help("HS256 secret for access tokens (random per start if empty)"),
+    )
+    ice_hosts: list[str] = field(
+        default_factory=list,
+        metadata=_help(
+            "addresses ICE gathers on and announces (default: 127.0.0.1 on a "
+            "loopback bind, else every address of the machine)"
+        ),
+    )
+    log_level: list[str] = field(
+        default_factory=lambda: ["info"],
+        metadata=_help("log level, globally or per category: websocket=debug"),
+    )
+    log_format: str = field(default="text", metadata=_help("text or json"))
+    join_timeout: float = field(
+        default=10.0, metadata=_help("seconds a new socket has to send join (4408)")
+    )
+    heartbeat_interval: float = field(
+        default=15.0, metadata=_help("seconds between WebSocket ping frames")
+    )
+    heartbeat_timeout: float = field(
+        default=45.0,
+        metadata=_help(
+            "a socket silent this long (no pong, no message) is closed 4408"
+        ),
+    )
+    sweep_interval: float = field(
+        default=300.0,
+        metadata=_help("seconds between sweeps for stale or inconsistent connections"),
+    )
+    max_message_bytes: int = field(
+        default=256 * 1024, metadata=_help("largest accepted message (too_large)")
+    )
+    rate_limit: float = field(
+        default=30.0, metadata=_help("messages per second allowed per connection")
+    )
+    rate_burst: int = field(default=60, metadata=_help("burst above the rate"))
+    rate_strikes: int = field(
+        default=20,
+        metadata=_help("rate-limited messages within 10 s before closing with 4429"),
+    )
+    outbox_limit: int = field(
+        default=512,
+        metadata=_help("queued outgoing messages before a slow socket is dropped"),
+    )
+    max_participants: int = field(
+        default=99, metadata=_help("voice participants per channel (channel_full)")
+    )
+    max_channels: int = field(
+        default=1000, metadata=_help("voice channels per server (channel_full)")
+    )
+    max_screens: int = field(
+        default=2, metadata=_help("concurrent screen shares per channel")
+    )
+    media_grace: float = field(
+        default=10.0,
+        metadata=_help("seconds media may stay failed/disconnected before removal"),
+    )
+    media_silence: float = field(
+        default=4.0,
+        metadata=_help("seconds without any packet before media counts disconnected"),
+    )
+    keyframe_interval: float = field(
+        default=1.0, metadata=_help("least seconds between keyframe requests")
+    )
+    offer_timeout: float = field(
+        default=15.0, metadata=_help("seconds a client has to answer a server offer")
+    )
+    forwarding: str = field(
+        default="fast",
+        metadata=_help("fast (packet fan-out), track (aiortc senders) or relay"),
+    )
+    stats_interval: float = field(
+        default=2.0, metadata=_help("seconds between getStats samples per peer")
+    )
+    stats_history: float = field(
+        default=300.0, metadata=_help("seconds of stats history kept per peer")
+    )
+    timeline_retention: float = field(
+        default=1800.0, metadata=_help("seconds a departed peer stays diagnosable")
+    )
+    timeline_max_peers: int = field(
+        default=2000, metadata=_help("departed peers kept for diagnosis at most")
+    )
+    client_stats_bytes: int = field(
+        default=16 * 1024, metadata=_help("largest client stats message")
+    )
+
+    def __post_init__(self) -> None:
+        self.secret_generated = not self.secret
+        if not self.secret:
+            self.secret = secrets.token_urlsafe(32)
+        if not self.ice_hosts:
+            self.ice_hosts = ["127.0.0.1"] if self.loopback else []
+        if self.forwarding not in ("fast", "track", "relay"):
+            raise ValueError("forwarding must be fast, track or relay")
+        if self.log_format not in ("text", "json"):
+            raise ValueError("log_format must be text or json")
+
+    @property
+    def loopback(self) -> bool:
+        """The HTTP server binds to a loopback address only."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def dev_login(self) -> bool:
+        """The web page may offer a development login: loopback and no secret."""
+        return self.loopback and self.secret_generated
+
+    def media(self) -> MediaSettings:
+        return MediaSettings(
+            ice_hosts=list(self.ice_hosts),
+            max_participants=self.max_participants,
+            max_channels=self.max_channels,
+            max_screens=self.max_screens,
+            media_grace=self.media_grace,
+            media_silence=self.media_silence,
+            keyframe_interval=self.keyframe_interval,
+            offer_timeout=self.offer_timeout,
+            forwarding=self.forwarding,
+        )
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _convert(kind: Any, raw: str, name: str) -> Any:
+    if kind is list or str(kind).startswith("list"):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    caster = {"int": int, "float": float}.get(str(kind), str)
+    try:
+        return caster(raw)
+    except ValueError:
+        raise SystemExit(f"{env_name(name)}: cannot read {raw!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for f in fields(Settings):
+        kind = str(f.type)
+        default = f.default if not callable(f.default_factory) else f.default_factory()
+        help_text = f"{f.metadata['help']} [{env_name(f.name)}; default {default!r}]"
+        if kind.startswith("list"):
+            parser.add_argument(
+                _flag(f.name), action="append", dest=f.name, help=help_text
+            )
+        else:
+            caster = {"int": int, "float": float}.get(kind, str)
+            parser.add_argument(_flag(f.name), type=caster, dest=f.name, help=help_text)
+
+
+def from_sources(
+    args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Flags win over the environment, which wins over the defaults."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        flag_value = getattr(args, f.name, None) if args is not None else None
+        if flag_value is not None:
+            values[f.name] = flag_value
+        elif env_name(f.name) in env:
+            values[f.name] = _convert(f.type, env[env_name(f.name)], f.name)
+    return Settings(**values)
+
+
+def reference_table(rows: Sequence[str] = ()) -> str:
+    """A Markdown table of every setting (docs/configuration.md)."""
+    lines = list(rows) or [
+        "| flag | environment | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for f in fields(Settings):
+        default = f.default if not callable(f.default_factory) else f.default_factory()
+        lines.append(
+            f"| `{_flag(f.name)}` | `{env_name(f.name)}` | `{default!r}` | "
+            f"{f.metadata['help']} |"
+        )
+    return "\n".join(lines) + "\n"

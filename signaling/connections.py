@@ -1,0 +1,359 @@
+"""The connection manager: every live WebSocket, who it is and where, in one place.
+
+One live connection per (user, kind): a newer one replaces the older, which is
+closed with 4001 and torn down completely before the newer is registered. A
+disconnect needs only the socket. Sends go through a bounded per-connection
+outbox drained by one writer task, so a broadcast never waits on a slow or
+broken socket; a send that fails drops that connection alone. Heartbeats reap
+sockets that stopped answering; a periodic sweep repairs anything stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from diagnostics import logs
+from sfu.tasks import TaskGroup
+
+from .protocol import Close
+
+if TYPE_CHECKING:
+    from sfu.participant import Participant
+
+    from .config import Settings
+
+log = logs.get("websocket")
+
+#: why a connection ended, for participant_left and the counters
+LEFT, REPLACED, TIMEOUT, ERROR = "left", "replaced", "timeout", "error"
+
+
+@dataclass(eq=False)
+class Connection:
+    """One WebSocket and what the manager knows about it."""
+
+    id: str
+    ws: web.WebSocketResponse
+    request: web.Request
+    remote: str
+    user_agent: str
+    connected_at: float = field(default_factory=time.time)
+    last_activity: float = field(default_factory=time.monotonic)
+    user_id: str | None = None
+    name: str | None = None
+    role: str | None = None
+    channel: str | None = None
+    kind: str | None = None
+    participant: Participant | None = None
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    closing: bool = False
+    close_code: int | None = None
+    outbox: asyncio.Queue[tuple[str, Any]] = field(
+        default_factory=lambda: asyncio.Queue()
+    )
+    writer: asyncio.Task[None] | None = None
+
+    @property
+    def peer_id(self) -> str | None:
+        return self.participant.peer_id if self.participant else None
+
+    @property
+    def joined(self) -> bool:
+        return self.kind is not None
+
+    def metadata(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "id": self.id,
+            "user_id": self.user_id,
+            "name": self.name,
+            "role": self.role,
+            "channel": self.channel,
+            "kind": self.kind,
+            "peer_id": self.peer_id,
+            "remote_address": self.remote,
+            "user_agent": self.user_agent,
+            "connected_at": self.connected_at,
+            "last_activity_ago": round(now - self.last_activity, 3),
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "outbox": self.outbox.qsize(),
+        }
+
+
+class ConnectionManager:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.live: dict[str, Connection] = {}
+        self.by_user: dict[tuple[str, str], Connection] = {}
+        self.by_channel: dict[str, set[Connection]] = {}
+        self.by_peer: dict[str, Connection] = {}
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.tasks = TaskGroup("connections")
+        self._user_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        #: tears a connection's session down (leaves the SFU); set by the app
+        self.on_teardown: (
+            Callable[[Connection, str], Coroutine[Any, Any, None]] | None
+        ) = None
+
+    # --- lifecycle of one connection -----------------------------------------------
+
+    def open(self, ws: web.WebSocketResponse, request: web.Request) -> Connection:
+        conn = Connection(
+            id=secrets.token_hex(6),
+            ws=ws,
+            request=request,
+            remote=request.remote or "",
+            user_agent=request.headers.get("User-Agent", "")[:256],
+        )
+        conn.writer = self.tasks.spawn(self._write(conn), f"writer:{conn.id}")
+        self.live[conn.id] = conn
+        self.counters["opened"] += 1
+        log.debug("socket %s opened from %s", conn.id, conn.remote)
+        return conn
+
+    def user_lock(self, user_id: str, kind: str) -> asyncio.Lock:
+        return self._user_locks.setdefault((user_id, kind), asyncio.Lock())
+
+    def current(self, user_id: str, kind: str) -> Connection | None:
+        return self.by_user.get((user_id, kind))
+
+    def register(self, conn: Connection) -> None:
+        """Index a joined connection (the caller holds the user lock and has
+        already closed any connection it replaces)."""
+        assert conn.user_id is not None and conn.kind is not None
+        assert conn.channel is not None
+        key = (conn.user_id, conn.kind)
+        assert key not in self.by_user, "replace the old connection first"
+        self.by_user[key] = conn
+        self.by_channel.setdefault(conn.channel, set()).add(conn)
+        if conn.peer_id is not None:
+            self.by_peer[conn.peer_id] = conn
+        logs.success(
+            log,
+            "%s (%s) joined %s as %s on socket %s",
+            conn.name,
+            conn.user_id,
+            conn.channel,
+            conn.kind,
+            conn.id,
+        )
+
+    def _unregister(self, conn: Connection) -> None:
+        self.live.pop(conn.id, None)
+        if conn.user_id is not None and conn.kind is not None:
+            key = (conn.user_id, conn.kind)
+            if self.by_user.get(key) is conn:
+                del self.by_user[key]
+                lock = self._user_locks.get(key)
+                if lock is not None and not lock.locked():
+                    del self._user_locks[key]
+        if conn.channel is not None:
+            members = self.by_channel.get(conn.channel)
+            if members is not None:
+                members.discard(conn)
+                if not members:
+                    del self.by_channel[conn.channel]
+        if conn.peer_id is not None and self.by_peer.get(conn.peer_id) is conn:
+            del self.by_peer[conn.peer_id]
+
+    async def close(
+        self, conn: Connection, code: int, message: str = "", reason: str = LEFT
+    ) -> None:
+        """Unregister, tear the session down, then close the socket (idempotent).
+
+        ``reason`` is what the others in the channel are told.
+        """
+        if conn.closing:
+            if conn.writer is not None and conn.writer is not asyncio.current_task():
+                await asyncio.wait({conn.writer}, timeout=5)
+            return
+        conn.closing = True
+        conn.close_code = code
+        self._unregister(conn)
+        if self.on_teardown is not None:
+            try:
+                await self.on_teardown(conn, reason)
+            except Exception:
+                log.exception("tearing down socket %s failed", conn.id)
+        self.counters["closed"] += 1
+        conn.outbox.put_nowait(("close", (code, message)))
+        if conn.writer is not None and conn.writer is not asyncio.current_task():
+            await asyncio.wait({conn.writer}, timeout=5)
+            if not conn.writer.done():
+                # the peer does not read: cut the TCP connection under it
+                conn.writer.cancel()
+                if conn.request.transport is not None:
+                    conn.request.transport.close()
+        level = logging.INFO if code in (1000, 1001, 4001) else logging.WARNING
+        log.log(level, "socket %s closed %d %s", conn.id, code, message)
+
+    async def replace(self, old: Connection) -> None:
+        self.counters["replaced"] += 1
+        await self.close(
+            old, Close.REPLACED, "replaced by a newer connection", REPLACED
+        )
+
+    async def drop_broken(self, conn: Connection, why: str) -> None:
+        if conn.closing:
+            return
+        self.counters["dropped_broken"] += 1
+        log.warning("socket %s is broken (%s): dropping it", conn.id, why)
+        await self.close(conn, 1011, "broken", ERROR)
+
+    # --- sending --------------------------------------------------------------------
+
+    def send(self, conn: Connection, message: dict[str, Any]) -> None:
+        """Queue a message; never blocks. A socket too slow to drain is dropped."""
+        if conn.closing:
+            return
+        if conn.outbox.qsize() >= self.settings.outbox_limit:
+            self.tasks.spawn(self.drop_broken(conn, "outbox full"), "drop")
+            return
+        conn.outbox.put_nowait(("send", message))
+
+    def broadcast(
+        self, channel: str, message: dict[str, Any], exclude: Connection | None = None
+    ) -> int:
+        sent = 0
+        for conn in list(self.by_channel.get(channel, ())):
+            if conn is not exclude:
+                self.send(conn, message)
+                sent += 1
+        return sent
+
+    async def _write(self, conn: Connection) -> None:
+        while True:
+            what, payload = await conn.outbox.get()
+            if what == "close":
+                code, message = payload
+                with contextlib.suppress(Exception):
+                    await conn.ws.close(code=code, message=message.encode()[:120])
+                return
+            text = json.dumps(payload, separators=(",", ":"))
+            try:
+                await conn.ws.send_str(text)
+            except Exception as exc:
+                self.tasks.spawn(
+                    self.drop_broken(conn, f"{type(exc).__name__}: {exc}"), "drop"
+                )
+                return
+            conn.messages_out += 1
+            conn.bytes_out += len(text)
+
+    # --- heartbeats and sweeping ------------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        """Ping every socket; close those silent past ``heartbeat_timeout``."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            await self.beat()
+
+    async def beat(self) -> None:
+        now = time.monotonic()
+        for conn in list(self.live.values()):
+            if conn.closing:
+                continue
+            if now - conn.last_activity > self.settings.heartbeat_timeout:
+                self.counters["reaped_stale"] += 1
+                log.warning(
+                    "socket %s silent for %.0f s: heartbeat lost",
+                    conn.id,
+                    now - conn.last_activity,
+                )
+                self.tasks.spawn(
+                    self.close(conn, Close.TIMEOUT, "heartbeat lost", TIMEOUT), "reap"
+                )
+                continue
+            try:
+                await conn.ws.ping()
+            except Exception as exc:
+                self.tasks.spawn(self.drop_broken(conn, f"ping failed: {exc}"), "drop")
+
+    async def sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval)
+            await self.sweep()
+
+    async def sweep(self) -> int:
+        """Close what is stale: sockets already closed underneath, sockets never
+        joined past the join deadline, index entries of closed connections."""
+        reaped = 0
+        now = time.monotonic()
+        for conn in list(self.live.values()):
+            stale = conn.ws.closed or (
+                not conn.joined
+                and now - conn.last_activity > self.settings.join_timeout * 2
+            )
+            if stale and not conn.closing:
+                reaped += 1
+                self.counters["reaped_stale"] += 1
+                await self.close(conn, Close.TIMEOUT, "stale", TIMEOUT)
+        for index in (self.by_user, self.by_peer):
+            for key, conn in list(index.items()):
+                if conn.closing or conn.id not in self.live:
+                    del index[key]  # type: ignore[arg-type]
+                    reaped += 1
+        for channel, members in list(self.by_channel.items()):
+            members.difference_update({c for c in members if c.closing})
+            if not members:
+                del self.by_channel[channel]
+        if reaped:
+            log.warning("sweep reaped %d stale entries", reaped)
+        return reaped
+
+    async def shutdown(self) -> None:
+        """Close every connection with 1001 and stop every task."""
+        await asyncio.gather(
+            *(
+                self.close(conn, Close.GOING_AWAY, "server shutting down", LEFT)
+                for conn in list(self.live.values())
+            ),
+            return_exceptions=True,
+        )
+        await self.tasks.close()
+
+    # --- statistics -------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        by_kind: collections.Counter[str] = collections.Counter(
+            c.kind or "unjoined" for c in self.live.values()
+        )
+        return {
+            "live": len(self.live),
+            "by_kind": dict(by_kind),
+            "by_channel": {
+                channel: dict(collections.Counter(c.kind for c in members))
+                for channel, members in self.by_channel.items()
+            },
+            "connections": [c.metadata() for c in self.live.values()],
+            "counters": {
+                name: self.counters[name]
+                for name in (
+                    "opened",
+                    "closed",
+                    "replaced",
+                    "reaped_stale",
+                    "dropped_broken",
+                    "rejected_auth",
+                )
+            },
+            "errors_by_code": dict(self.errors),
+        }

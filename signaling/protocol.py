@@ -1,0 +1,272 @@
+"""The /ws wire format (signaling-v1): parsing, validation and message builders.
+
+Every client frame is parsed into one dataclass below or rejected with a
+``ProtocolError`` carrying the contract's error code and a precise message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+# error codes of the contract
+BAD_JSON = "bad_json"
+BAD_MESSAGE = "bad_message"
+UNKNOWN_TYPE = "unknown_type"
+NOT_JOINED = "not_joined"
+ALREADY_JOINED = "already_joined"
+FORBIDDEN = "forbidden"
+BAD_SDP = "bad_sdp"
+RATE_LIMITED = "rate_limited"
+TOO_LARGE = "too_large"
+CHANNEL_FULL = "channel_full"
+INTERNAL = "internal"
+ERROR_CODES = (
+    BAD_JSON,
+    BAD_MESSAGE,
+    UNKNOWN_TYPE,
+    NOT_JOINED,
+    ALREADY_JOINED,
+    FORBIDDEN,
+    BAD_SDP,
+    RATE_LIMITED,
+    TOO_LARGE,
+    CHANNEL_FULL,
+    INTERNAL,
+)
+
+
+class Close(IntEnum):
+    """WebSocket close codes of the contract."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    REPLACED = 4001
+    UNAUTHORIZED = 4401
+    FORBIDDEN = 4403
+    TIMEOUT = 4408
+    RATE_LIMITED = 4429
+
+
+KINDS = ("voice", "events")
+SOURCES = ("microphone", "screen")
+PCS = ("publish", "subscribe")
+CHANNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+MAX_SDP = 200_000
+MAX_CANDIDATE = 1_000
+
+
+class ProtocolError(Exception):
+    """A message the server refuses; becomes an ``error`` reply."""
+
+    def __init__(self, code: str, message: str, ref: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+
+@dataclass(frozen=True)
+class Join:
+    token: str
+    channel: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Offer:
+    pc: str
+    sdp: str
+    sources: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Answer:
+    pc: str
+    sdp: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    pc: str
+    candidate: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Mute:
+    source: str
+    muted: bool
+
+
+@dataclass(frozen=True)
+class Leave:
+    pass
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Client getStats summary (see docs/protocol.md); validated by diagnostics."""
+
+    report: dict[str, Any]
+
+
+ClientMessage = Join | Offer | Answer | Candidate | Mute | Leave | Ping | Stats
+
+
+@dataclass(frozen=True)
+class Envelope:
+    type: str
+    ref: Any
+    body: ClientMessage
+
+
+def _field(
+    data: dict[str, Any], name: str, kind: type | tuple[type, ...], ref: Any
+) -> Any:
+    if name not in data:
+        raise ProtocolError(BAD_MESSAGE, f"missing field '{name}'", ref)
+    value = data[name]
+    # bool is an int in Python: refuse it where a number or string is expected
+    if not isinstance(value, kind) or (
+        isinstance(value, bool) and bool not in _t(kind)
+    ):
+        raise ProtocolError(
+            BAD_MESSAGE, f"field '{name}' must be {_describe(kind)}", ref
+        )
+    return value
+
+
+def _t(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _describe(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", bool: "a boolean", dict: "an object", int: "an integer"}
+    names[type(None)] = "null"
+    return " or ".join(names.get(k, k.__name__) for k in _t(kind))
+
+
+def _choice(data: dict[str, Any], name: str, choices: tuple[str, ...], ref: Any) -> str:
+    value = _field(data, name, str, ref)
+    if value not in choices:
+        raise ProtocolError(
+            BAD_MESSAGE, f"field '{name}' must be one of {', '.join(choices)}", ref
+        )
+    return value
+
+
+def _sdp(data: dict[str, Any], ref: Any) -> str:
+    sdp = _field(data, "sdp", str, ref)
+    if not sdp.strip():
+        raise ProtocolError(BAD_SDP, "field 'sdp' is empty", ref)
+    if len(sdp) > MAX_SDP:
+        raise ProtocolError(BAD_SDP, f"sdp is longer than {MAX_SDP} characters", ref)
+    return sdp
+
+
+def _join(data: dict[str, Any], ref: Any) -> Join:
+    token = _field(data, "token", str, ref)
+    channel = _field(data, "channel", str, ref)
+    if not CHANNEL_ID.match(channel):
+        raise ProtocolError(
+            BAD_MESSAGE,
+            "field 'channel' must be 1-64 characters of A-Z a-z 0-9 _ . : -",
+            ref,
+        )
+    return Join(token=token, channel=channel, kind=_choice(data, "kind", KINDS, ref))
+
+
+def _offer(data: dict[str, Any], ref: Any) -> Offer:
+    pc = _choice(data, "pc", PCS, ref)
+    sdp = _sdp(data, ref)
+    sources = _field(data, "sources", dict, ref)
+    for mid, source in sources.items():
+        if source not in SOURCES or len(mid) > 32:
+            raise ProtocolError(
+                BAD_MESSAGE,
+                "field 'sources' maps each mid to 'microphone' or 'screen'",
+                ref,
+            )
+    return Offer(pc=pc, sdp=sdp, sources=dict(sources))
+
+
+def _answer(data: dict[str, Any], ref: Any) -> Answer:
+    return Answer(pc=_choice(data, "pc", PCS, ref), sdp=_sdp(data, ref))
+
+
+def _candidate(data: dict[str, Any], ref: Any) -> Candidate:
+    pc = _choice(data, "pc", PCS, ref)
+    cand = _field(data, "candidate", (dict, type(None)), ref)
+    if cand is not None:
+        text = _field(cand, "candidate", str, ref)
+        if len(text) > MAX_CANDIDATE:
+            raise ProtocolError(BAD_MESSAGE, "candidate is too long", ref)
+        mid = cand.get("sdpMid")
+        index = cand.get("sdpMLineIndex")
+        if mid is not None and not isinstance(mid, str):
+            raise ProtocolError(BAD_MESSAGE, "field 'sdpMid' must be a string", ref)
+        if index is not None and (
+            not isinstance(index, int) or isinstance(index, bool)
+        ):
+            raise ProtocolError(
+                BAD_MESSAGE, "field 'sdpMLineIndex' must be an integer", ref
+            )
+        cand = {"candidate": text, "sdpMid": mid, "sdpMLineIndex": index}
+    return Candidate(pc=pc, candidate=cand)
+
+
+def _mute(data: dict[str, Any], ref: Any) -> Mute:
+    return Mute(
+        source=_choice(data, "source", SOURCES, ref),
+        muted=_field(data, "muted", bool, ref),
+    )
+
+
+def _stats(data: dict[str, Any], ref: Any) -> Stats:
+    return Stats(report=_field(data, "report", dict, ref))
+
+
+PARSERS = {
+    "join": _join,
+    "offer": _offer,
+    "answer": _answer,
+    "candidate": _candidate,
+    "mute": _mute,
+    "leave": lambda data, ref: Leave(),
+    "ping": lambda data, ref: Ping(),
+    "stats": _stats,
+}
+
+
+def parse(text: str) -> Envelope:
+    """Parse one text frame or raise ``ProtocolError``."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(BAD_JSON, f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(BAD_MESSAGE, "a message must be a JSON object")
+    ref = data.get("id")
+    if ref is not None and (
+        isinstance(ref, bool) or not isinstance(ref, (str, int)) or len(str(ref)) > 64
+    ):
+        raise ProtocolError(BAD_MESSAGE, "field 'id' must be a short string or integer")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(BAD_MESSAGE, "missing string field 'type'", ref)
+    parser = PARSERS.get(kind)
+    if parser is None:
+        raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}", ref)
+    return Envelope(type=kind, ref=ref, body=parser(data, ref))
+
+
+def error(code: str, message: str, ref: Any = None) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message, "ref": ref}

@@ -1,0 +1,271 @@
+"""One /ws connection: read frames, validate them, act, reply.
+
+Messages of one connection are handled strictly in order. A bad message gets an
+``error`` and the connection keeps serving; only auth failures (4401/4403),
+a missing join (4408) and repeated flooding (4429) close it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from diagnostics import logs
+from sfu.errors import MediaError
+
+from . import auth, protocol
+from .connections import ERROR, LEFT, Connection
+from .protocol import Close, ProtocolError
+from .ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from .app import Services
+
+log = logs.get("websocket")
+voice_log = logs.get("voice")
+
+HARD_FRAME_LIMIT = 4 * 1024 * 1024  # aiohttp closes 1009 above this
+NO_MEDIA = "events connections carry no media"
+
+
+class Session:
+    def __init__(self, services: Services, conn: Connection) -> None:
+        self.services = services
+        self.conn = conn
+        self.manager = services.manager
+        settings = services.settings
+        self.limiter = RateLimiter(
+            settings.rate_limit, settings.rate_burst, settings.rate_strikes
+        )
+        self.handlers = {
+            "offer": self._offer,
+            "answer": self._answer,
+            "candidate": self._candidate,
+            "mute": self._mute,
+            "leave": self._leave,
+            "ping": self._ping,
+            "stats": self._stats,
+        }
+
+    # --- the read loop ------------------------------------------------------------
+
+    async def run(self) -> None:
+        conn, ws = self.conn, self.conn.ws
+        deadline = time.monotonic() + self.services.settings.join_timeout
+        reason = ERROR
+        try:
+            while not conn.closing:
+                timeout = None if conn.joined else deadline - time.monotonic()
+                try:
+                    msg = await ws.receive(timeout=timeout)
+                except TimeoutError:
+                    await self.manager.close(
+                        conn, Close.TIMEOUT, "no join in time", LEFT
+                    )
+                    return
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING):
+                    reason = LEFT
+                    break
+                if msg.type in (WSMsgType.CLOSED, WSMsgType.ERROR):
+                    break
+                conn.last_activity = time.monotonic()
+                if msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
+                elif msg.type == WSMsgType.TEXT:
+                    await self._frame(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    await self._frame(None, len(msg.data))
+        finally:
+            await self.manager.close(conn, 1000, "", reason)
+
+    async def _frame(self, text: str | None, size: int = 0) -> None:
+        conn = self.conn
+        size = len(text.encode()) if text is not None else size
+        conn.messages_in += 1
+        conn.bytes_in += size
+        if not self.limiter.allow():
+            self.error(protocol.RATE_LIMITED, "too many messages: slow down")
+            if self.limiter.abusive:
+                await self.manager.close(
+                    conn, Close.RATE_LIMITED, "rate limit exceeded repeatedly", ERROR
+                )
+            return
+        if size > self.services.settings.max_message_bytes:
+            self.error(
+                protocol.TOO_LARGE,
+                f"message of {size} bytes; the limit is "
+                f"{self.services.settings.max_message_bytes}",
+            )
+            return
+        if text is None:
+            self.error(
+                protocol.BAD_MESSAGE, "binary frames are not accepted: send JSON text"
+            )
+            return
+        try:
+            envelope = protocol.parse(text)
+        except ProtocolError as exc:
+            self.error(exc.code, exc.message, exc.ref)
+            return
+        await self._dispatch(envelope)
+
+    async def _dispatch(self, envelope: protocol.Envelope) -> None:
+        ref = envelope.ref
+        try:
+            if envelope.type == "join":
+                await self._join(envelope.body, ref)  # type: ignore[arg-type]
+            elif not self.conn.joined and envelope.type != "ping":
+                raise ProtocolError(protocol.NOT_JOINED, "send join first", ref)
+            else:
+                await self.handlers[envelope.type](envelope.body, ref)
+        except ProtocolError as exc:
+            self.error(exc.code, exc.message, ref)
+        except MediaError as exc:
+            self.error(exc.code, exc.message, ref)
+        except Exception:
+            log.exception(
+                "handling %s on socket %s failed", envelope.type, self.conn.id
+            )
+            self.error(
+                protocol.INTERNAL, f"the server failed to handle {envelope.type}", ref
+            )
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.manager.send(self.conn, message)
+
+    def error(self, code: str, message: str, ref: Any = None) -> None:
+        self.manager.errors[code] += 1
+        level = logging.ERROR if code == protocol.INTERNAL else logging.WARNING
+        log.log(level, "socket %s: %s: %s", self.conn.id, code, message)
+        diagnostics = self.services.diagnostics
+        if diagnostics is not None and self.conn.peer_id is not None:
+            diagnostics.error_sent(self.conn.peer_id, code, message)
+        self.send(protocol.error(code, message, ref))
+
+    # --- join -----------------------------------------------------------------------
+
+    async def _join(self, join: protocol.Join, ref: Any) -> None:
+        conn, manager = self.conn, self.manager
+        if conn.joined:
+            raise ProtocolError(
+                protocol.ALREADY_JOINED, "this connection has joined", ref
+            )
+        try:
+            claims = auth.verify(self.services.settings.secret, join.token)
+        except auth.AuthError as exc:
+            manager.counters["rejected_auth"] += 1
+            await manager.close(conn, Close.UNAUTHORIZED, str(exc), ERROR)
+            return
+        if not claims.may_join(join.channel):
+            manager.counters["rejected_auth"] += 1
+            self.error(
+                protocol.FORBIDDEN, f"token does not allow channel {join.channel}", ref
+            )
+            await manager.close(conn, Close.FORBIDDEN, "channel not allowed", ERROR)
+            return
+        async with manager.user_lock(claims.user_id, join.kind):
+            old = manager.current(claims.user_id, join.kind)
+            if old is not None:
+                log.info(
+                    "%s opened a newer %s connection: replacing socket %s",
+                    claims.user_id,
+                    join.kind,
+                    old.id,
+                )
+                await manager.replace(old)
+            if conn.closing:
+                return
+            participant = None
+            if join.kind == "voice":
+                participant = await self.services.sfu.join(
+                    join.channel, claims.user_id, claims.name
+                )
+            conn.user_id, conn.name, conn.role = (
+                claims.user_id,
+                claims.name,
+                claims.role,
+            )
+            conn.channel, conn.kind, conn.participant = (
+                join.channel,
+                join.kind,
+                participant,
+            )
+            manager.register(conn)
+        self.send(
+            {
+                "type": "joined",
+                "ref": ref,
+                "peer_id": conn.peer_id,
+                "channel": join.channel,
+                "participants": self.services.participants_of(
+                    join.channel, exclude=conn.peer_id
+                ),
+                "ice_servers": [],
+            }
+        )
+        if participant is not None:
+            self.services.sfu.start_media(participant)
+
+    # --- media ----------------------------------------------------------------------
+
+    def _participant(self, ref: Any) -> Any:
+        if self.conn.participant is None:
+            raise ProtocolError(protocol.FORBIDDEN, NO_MEDIA, ref)
+        return self.conn.participant
+
+    async def _offer(self, offer: protocol.Offer, ref: Any) -> None:
+        participant = self._participant(ref)
+        if offer.pc != "publish":
+            raise ProtocolError(
+                protocol.BAD_MESSAGE,
+                "only the server offers on the subscribe connection: answer its offer",
+                ref,
+            )
+        answer = await participant.publish_offer(offer.sdp, offer.sources)
+        self.send({"type": "answer", "ref": ref, "pc": "publish", "sdp": answer})
+
+    async def _answer(self, answer: protocol.Answer, ref: Any) -> None:
+        participant = self._participant(ref)
+        if answer.pc != "subscribe":
+            raise ProtocolError(
+                protocol.BAD_MESSAGE,
+                "the client offers on the publish connection; the server answers it",
+                ref,
+            )
+        await participant.subscribe_answer(answer.sdp)
+
+    async def _candidate(self, candidate: protocol.Candidate, ref: Any) -> None:
+        participant = self._participant(ref)
+        await participant.add_candidate(candidate.pc, candidate.candidate)
+
+    async def _mute(self, mute: protocol.Mute, ref: Any) -> None:
+        self._participant(ref).set_muted(mute.source, mute.muted)
+
+    async def _leave(self, leave: protocol.Leave, ref: Any) -> None:
+        voice_log.info("%s leaves %s", self.conn.user_id, self.conn.channel)
+        await self.manager.close(self.conn, Close.NORMAL, "left", LEFT)
+
+    async def _ping(self, ping: protocol.Ping, ref: Any) -> None:
+        self.send({"type": "pong", "ref": ref})
+
+    async def _stats(self, stats: protocol.Stats, ref: Any) -> None:
+        participant = self._participant(ref)
+        diagnostics = self.services.diagnostics
+        if diagnostics is not None:
+            diagnostics.client_report(participant.peer_id, stats.report)
+
+
+async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
+    from .app import SERVICES
+
+    services = request.app[SERVICES]
+    ws = web.WebSocketResponse(
+        autoping=False, max_msg_size=HARD_FRAME_LIMIT, timeout=2.0, compress=False
+    )
+    await ws.prepare(request)
+    conn = services.manager.open(ws, request)
+    await Session(services, conn).run()
+    return ws

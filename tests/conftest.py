@@ -1,0 +1,92 @@
+"""Fixtures: a real server on 127.0.0.1 and real aiortc clients."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from signaling import auth
+from signaling.app import SERVICES, Services, create_app
+from signaling.client import VoiceClient
+from signaling.config import Settings
+
+SECRET = "test-secret-not-for-production-use-only"
+
+
+@dataclass
+class Server:
+    url: str
+    services: Services
+    settings: Settings
+
+    def token(
+        self,
+        user: str,
+        channels: list[str] | None = None,
+        role: str = "member",
+        ttl: float = 600,
+    ) -> str:
+        return auth.issue(
+            SECRET, user, channels or ["*"], role=role, ttl=ttl, name=user
+        )
+
+
+def test_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "secret": SECRET,
+        "host": "127.0.0.1",
+        "port": 0,
+        "heartbeat_interval": 1.0,
+        "heartbeat_timeout": 5.0,
+        "join_timeout": 3.0,
+        "media_grace": 3.0,
+        "media_silence": 3.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[Callable[..., Awaitable[Server]]]:
+    servers: list[TestServer] = []
+
+    async def start(**overrides: Any) -> Server:
+        settings = test_settings(**overrides)
+        app = create_app(settings)
+        test_server = TestServer(app, host="127.0.0.1", port=0)
+        await test_server.start_server()
+        servers.append(test_server)
+        return Server(
+            str(test_server.make_url("")).rstrip("/"), app[SERVICES], settings
+        )
+
+    yield start
+    for test_server in servers:
+        await test_server.close()
+
+
+@pytest.fixture
+async def server(start_server: Callable[..., Awaitable[Server]]) -> Server:
+    return await start_server()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[..., VoiceClient]]:
+    made: list[VoiceClient] = []
+
+    def make(server: Server, user: str, **token_args: Any) -> VoiceClient:
+        client = VoiceClient(
+            server.url, server.token(user, **token_args), ice_hosts=["127.0.0.1"]
+        )
+        made.append(client)
+        return client
+
+    yield make
+    await asyncio.gather(*(c.close() for c in made), return_exceptions=True)
+    gc.collect()

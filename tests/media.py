@@ -1,0 +1,123 @@
+"""Real media for tests: tone and frame-counter sources, recorders, FFT checks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import time
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+RATE = 48000
+FRAME = 960  # 20 ms
+
+
+class ToneTrack(MediaStreamTrack):
+    """A sine tone at ``freq`` Hz, paced in real time like a microphone."""
+
+    kind = "audio"
+
+    def __init__(self, freq: float, amplitude: float = 0.3) -> None:
+        super().__init__()
+        self.freq = freq
+        self.amplitude = amplitude
+        self.silent = False
+        self._pts = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._pts / RATE - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        t = (np.arange(FRAME) + self._pts) / RATE
+        amplitude = 0.0 if self.silent else self.amplitude
+        samples = (amplitude * 32767 * np.sin(2 * np.pi * self.freq * t)).astype(
+            np.int16
+        )
+        frame = av.AudioFrame.from_ndarray(
+            samples.reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, RATE)
+        self._pts += FRAME
+        return frame
+
+
+class AudioRecorder:
+    """Consumes a received audio track and keeps its last seconds as mono floats."""
+
+    def __init__(self, track: MediaStreamTrack, keep_seconds: float = 10.0) -> None:
+        self.track = track
+        self.keep = int(keep_seconds * RATE)
+        self.chunks: list[tuple[float, np.ndarray]] = []
+        self.frames = 0
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+            while True:
+                frame = await self.track.recv()
+                data = frame.to_ndarray().astype(np.float32) / 32768
+                channels = len(frame.layout.channels)
+                mono = (
+                    data.reshape(-1, channels).mean(axis=1)
+                    if channels > 1
+                    else data.ravel()
+                )
+                self.chunks.append((time.monotonic(), mono))
+                self.frames += 1
+                total = sum(len(c) for _, c in self.chunks)
+                while total - len(self.chunks[0][1]) > self.keep:
+                    total -= len(self.chunks.pop(0)[1])
+
+    def since(self, t0: float) -> np.ndarray:
+        parts = [c for t, c in self.chunks if t >= t0]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def last(self, seconds: float) -> np.ndarray:
+        return self.since(time.monotonic() - seconds)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+def tone_strength(samples: np.ndarray, freq: float) -> float:
+    """How far the spectrum at ``freq`` stands above the median (in dB)."""
+    if len(samples) < RATE // 10:
+        return 0.0
+    window = samples * np.hanning(len(samples))
+    spectrum = np.abs(np.fft.rfft(window))
+    freqs = np.fft.rfftfreq(len(samples), 1 / RATE)
+    band = (freqs > freq - 8) & (freqs < freq + 8)
+    peak = spectrum[band].max()
+    floor = np.median(spectrum) + 1e-9
+    return float(20 * np.log10(peak / floor))
+
+
+def tones_present(
+    samples: np.ndarray, freqs: list[float], min_db: float = 30.0
+) -> dict[float, bool]:
+    return {f: tone_strength(samples, f) >= min_db for f in freqs}
+
+
+async def wait_for_tone(
+    recorder: AudioRecorder, freq: float, timeout: float = 5.0, window: float = 0.5
+) -> float:
+    """Seconds until ``freq`` is heard in the last ``window`` seconds."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if tone_strength(recorder.last(window), freq) >= 30:
+            return time.monotonic() - start
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{freq} Hz not heard within {timeout} s")
