@@ -194,7 +194,7 @@ class VoiceClient:
     async def wait_for_message(
         self, kind: str, timeout: float = 10.0, **fields: Any
     ) -> dict[str, Any]:
-        """The first message (already received or coming) of ``kind`` with ``fields``."""
+        """The first message (received or coming) of ``kind`` with ``fields``."""
 
         def find() -> dict[str, Any] | None:
             for message in self.messages:
