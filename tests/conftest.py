@@ -90,3 +90,18 @@ async def clients() -> AsyncIterator[Callable[..., VoiceClient]]:
     yield make
     await asyncio.gather(*(c.close() for c in made), return_exceptions=True)
     gc.collect()
+
+
+@pytest.fixture
+async def sockets() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    from tests.wsclient import Ws
+
+    opened: list[Ws] = []
+
+    async def open_ws(server: Server, **kwargs: Any) -> Ws:
+        ws = await Ws.open(server.url, **kwargs)
+        opened.append(ws)
+        return ws
+
+    yield open_ws
+    await asyncio.gather(*(ws.close() for ws in opened), return_exceptions=True)
