@@ -149,7 +149,7 @@ async def test_token_command_prints_a_token_the_server_accepts():
         await ws.close()
         await other.close()
     finally:
-        seconds, out = stop(proc)
+        _, out = stop(proc)
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert lines and all(
         {"ts", "level", "category", "emoji", "msg"} <= set(line) for line in lines
