@@ -334,6 +334,11 @@ export class SignalingConnection extends EventTarget {
     if (this.ws === ws) this._finish(1000, "left", why); // the server did not close in time
   }
 
+  /** Drop the socket now and reconnect (backoff) as after an unexpected drop. */
+  restart(reason) {
+    if (this.ws) this._drop(this.ws, reason);
+  }
+
   // --- sending ---------------------------------------------------------------------
 
   _nextId() {
