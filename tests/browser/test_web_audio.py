@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 
 import pytest
 
@@ -11,7 +13,20 @@ from tests.media import ABSENT, AudioRecorder, ToneTrack, tone_share, wait_for_t
 pytestmark = pytest.mark.browser
 
 
-async def test_browsers_and_aiortc_hear_each_other(server, clients, open_page):
+async def test_browsers_and_aiortc_hear_each_other(
+    server, clients, open_page, monkeypatch
+):
+    # what the pages' periodic `stats` messages deliver to the server
+    reports: list[tuple[str, dict]] = []
+    diagnostics = server.services.diagnostics
+    original = diagnostics.client_report
+
+    def capture(peer_id: str, report: dict) -> None:
+        reports.append((peer_id, report))
+        original(peer_id, report)
+
+    monkeypatch.setattr(diagnostics, "client_report", capture)
+
     alice, bob = await asyncio.gather(open_page("alice", 500), open_page("bob", 700))
     a_id, b_id = await asyncio.gather(
         alice.join("alice", "lounge"), bob.join("bob", "lounge")
@@ -51,15 +66,40 @@ async def test_browsers_and_aiortc_hear_each_other(server, clients, open_page):
             "carol",
         ]
 
-    # the periodic stats report goes out and the server accepts it
-    report = await alice.stats()
-    assert report["outbound"][0]["packetsSent"] > 0
-    assert report["outbound"][0]["totalAudioEnergy"] > 0
-    assert {i["peer_id"] for i in report["inbound"]} == {b_id, carol.peer_id}
-    assert "publish" in report["candidatePair"]
-    await alice.wait_for(
-        "() => window.miscord.websocketService.get('voice').messagesOut >= 5"
+    # the periodic stats reports reach the server, one per page every 2 s
+    def latest(peer_id: str) -> dict | None:
+        return next((r for p, r in reversed(reports) if p == peer_id), None)
+
+    deadline = time.monotonic() + 5
+    while not (
+        (report := latest(a_id))
+        and {i["peer_id"] for i in report["inbound"]} == {b_id, carol.peer_id}
+    ):
+        assert time.monotonic() < deadline, f"no full stats report: {reports}"
+        await asyncio.sleep(0.1)
+    mic = report["outbound"][0]
+    assert mic["source"] == "microphone"
+    assert mic["packetsSent"] > 0 and mic["bytesSent"] > 0
+    assert mic["totalAudioEnergy"] > 0 and mic["totalSamplesDuration"] > 0
+    assert (mic["trackEnabled"], mic["trackMuted"], mic["trackReadyState"]) == (
+        True,
+        False,
+        "live",
     )
+    for inbound in report["inbound"]:
+        assert inbound["source"] == "microphone"
+        assert inbound["packetsReceived"] > 0 and inbound["totalAudioEnergy"] > 0
+        assert inbound["totalSamplesReceived"] > 0
+        assert inbound["jitterBufferEmittedCount"] > 0
+        assert {"packetsLost", "jitter", "concealedSamples", "audioLevel"} <= set(
+            inbound
+        )
+    assert report["candidatePair"]["publish"]["currentRoundTripTime"] >= 0
+    assert report["candidatePair"]["subscribe"]["currentRoundTripTime"] >= 0
+    assert latest(b_id) is not None
+    times = [r["timestamp"] for p, r in reports if p == a_id]
+    # every 2 s, never faster than the server's one per second
+    assert all(1.0 < b - a < 4.0 for a, b in itertools.pairwise(times))
     for page in (alice, bob):
         info = await page.debug()
         assert info["websocket"]["voice"]["errors"] == [], page.dump()

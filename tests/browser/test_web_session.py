@@ -207,3 +207,19 @@ async def test_dev_login_and_a_bad_token(start_server, open_page):
     assert await page.is_visible("#signin-form")
     assert "unauthorized" in await page.inner_text("#signin-error")
     assert dora.errors == []
+
+
+async def test_a_forbidden_channel_is_final(server, open_page):
+    eve = await open_page("eve")
+    await eve.page.fill("#token-input", server.token("eve", channels=["elsewhere"]))
+    await eve.page.fill("#channel-input", "secret")
+    await eve.page.click("#join-button")
+    await eve.page.wait_for_selector("#alert", state="visible")
+    assert "forbidden" in await eve.page.inner_text("#alert-text")
+    ws = await eve.js("window.miscord.websocketService.get('voice').getDebugInfo()")
+    assert ws["state"] == "closed"
+    assert ws["reconnectIn"] is None
+    assert [e["code"] for e in ws["errors"]] == ["forbidden"]
+    assert await eve.js("window.miscord.voiceService.state") == "closed"
+    assert await eve.js("document.querySelectorAll('audio, video').length") == 0
+    assert server.services.manager.current("eve", "voice") is None

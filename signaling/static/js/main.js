@@ -140,6 +140,7 @@ async function onJoin(event) {
     await voiceService.join({ token, channel });
     refreshMicrophones();
   } catch (err) {
+    if (voiceService.state === "left") return; // left while joining
     log.error(`join: ${err.message}`);
     if (voiceService.state !== "closed") showSignin();
     $("signin-error").textContent = err.message;
@@ -192,9 +193,16 @@ function sortedParticipants() {
   );
 }
 
+// avatar colours: none of them green, the colour of speaking
+const AVATAR_COLORS = ["#5865f2", "#eb459e", "#ed4245", "#e67e22", "#3ba5ec", "#9b59b6", "#747f8d", "#c27c0e"];
+
 function avatar(p) {
-  const hue = [...p.user_id].reduce((h, c) => (h * 31 + c.charCodeAt(0)) % 360, 7);
-  return el("span", { class: "avatar", style: `--hue:${hue}`, textContent: (p.name[0] ?? "?").toUpperCase() });
+  const hash = [...p.user_id].reduce((h, c) => (h * 31 + c.charCodeAt(0)) >>> 0, 7);
+  return el("span", {
+    class: "avatar",
+    style: `--avatar:${AVATAR_COLORS[hash % AVATAR_COLORS.length]}`,
+    textContent: (p.name[0] ?? "?").toUpperCase(),
+  });
 }
 
 function participantAttrs(p) {

@@ -121,6 +121,7 @@ export class VoiceService extends EventTarget {
     this._subscribeChain = Promise.resolve();
     this._statsTimer = null;
     this._audioUnlock = null;
+    this._joinAttempt = 0;
     this.audioContainer = null;
   }
 
@@ -196,20 +197,20 @@ export class VoiceService extends EventTarget {
     }
     const track = stream.getAudioTracks()[0];
     track.enabled = !this.muted;
-    track.addEventListener("ended", () => {
-      if (track !== this.micTrack) return;
-      log.warn(`microphone "${track.label}" ended (unplugged or revoked)`);
-      this._notice("warning", "Your microphone stopped. Pick another one.", "mic_ended");
-      this._emit("local");
-    });
+    track.addEventListener("ended", () => this._onMicrophoneEnded(track));
     log.success(`microphone: ${track.label || "default"} (processing ${this.processing ? "on" : "off"})`);
     return { stream, track };
   }
 
   async _acquireMicrophone() {
     if (this.micTrack?.readyState === "live") return;
+    const attempt = this._joinAttempt;
     try {
       const { stream, track } = await this._openMicrophone();
+      if (attempt !== this._joinAttempt) {
+        track.stop(); // left while the browser asked for the microphone
+        return;
+      }
       this.micStream = stream;
       this.micTrack = track;
       this.micError = null;
@@ -223,6 +224,20 @@ export class VoiceService extends EventTarget {
           : `No microphone (${err.message}): you can listen, but nobody hears you.`,
         "no_microphone",
       );
+    }
+  }
+
+  /** The microphone went away (unplugged, revoked): fall back to the default one. */
+  async _onMicrophoneEnded(track) {
+    if (track !== this.micTrack || !this.inCall) return;
+    log.warn(`microphone "${track.label}" ended (unplugged or revoked)`);
+    this._emit("local");
+    try {
+      this.micDeviceId = "";
+      await this._reopenMicrophone();
+      this._notice("warning", `Your microphone stopped; now using "${this.micTrack.label}".`, "mic_ended");
+    } catch (err) {
+      this._notice("error", `Your microphone stopped and no other works (${err.message}).`, "mic_ended");
     }
   }
 
@@ -274,8 +289,15 @@ export class VoiceService extends EventTarget {
     this.mediaRestarts = 0;
     this.errors = new ErrorLog();
     this._setState("joining");
+    const attempt = ++this._joinAttempt;
+    const aborted = () => attempt !== this._joinAttempt;
     await this._acquireMicrophone();
+    if (aborted()) throw new Error("the join was cancelled");
     const connection = await websocketService.connect("voice", { token, channel });
+    if (aborted()) {
+      connection.leave("superseded");
+      throw new Error("the join was cancelled");
+    }
     this.connection = connection;
     connection.addEventListener("joined", (e) => {
       if (connection === this.connection) this._onJoined(e.detail.message, e.detail.rejoin);
@@ -299,6 +321,7 @@ export class VoiceService extends EventTarget {
 
   /** Leave on purpose: `leave`, close both connections, stop every local track. */
   async leave() {
+    this._joinAttempt += 1; // a join still on its way gives up
     const connection = this.connection;
     this.connection = null;
     const leaving = connection?.leave(); // sends `leave` at once
@@ -727,6 +750,9 @@ export class VoiceService extends EventTarget {
       case "participant_joined":
         this._addParticipant(message.participant);
         log.info(`${message.participant.name} joined`);
+        if (Object.values(this.tracksMap).some((t) => t.peer_id === message.participant.peer_id)) {
+          this._mapRemote(); // an offer named this peer before we knew it
+        }
         this._emit("participants");
         break;
       case "participant_left":
