@@ -161,6 +161,20 @@ def configure_ice(hosts: list[str], consent_interval: float | None = None) -> No
         aioice.ice.CONSENT_INTERVAL = consent_interval
 
 
+_aioice_query_consent = aioice.ice.Connection.query_consent
+
+
+async def _query_consent(self: aioice.ice.Connection) -> None:
+    """aioice 0.13 starts consent checks at the end of ``connect()`` even when
+    ``close()`` ran meanwhile; that task then sleeps forever on a closed
+    connection. Start them only on a connection that is not closing."""
+    if not self._closing:
+        await _aioice_query_consent(self)
+
+
+aioice.ice.Connection.query_consent = _query_consent  # type: ignore[method-assign]
+
+
 def new_peer_connection() -> RTCPeerConnection:
     """A peer connection with no STUN server and one bundled transport."""
     return RTCPeerConnection(

@@ -86,6 +86,7 @@ class SubscribeSession:
         self.wanted: list[Publication] = []
         self._offer: _Pending | None = None
         self._dirty = False
+        self._force = False  # offer even without changes (after a failed answer)
         self._lock = asyncio.Lock()
         self._rtcp_task: asyncio.Task[None] | None = None
         self.offers = 0
@@ -96,13 +97,16 @@ class SubscribeSession:
 
     def want(self, publications: list[Publication]) -> None:
         """The publications this participant should receive (all others' sources)."""
-        self.wanted = publications
-        self.schedule()
+        if publications != self.wanted:
+            self.wanted = publications
+            self.schedule()
 
-    def schedule(self) -> None:
+    def schedule(self, force: bool = False) -> None:
+        """Negotiate now, or after the outstanding offer is answered."""
         if self.participant.closed:
             return
         self._dirty = True
+        self._force = self._force or force
         if self._offer is None and not self._lock.locked():
             self.participant.tasks.spawn(self._negotiate(), "subscribe-offer")
 
@@ -173,8 +177,10 @@ class SubscribeSession:
             if self._offer is not None or self.participant.closed:
                 return
             self._dirty = False
-            if not self._plan() and self.pc is None:
+            changed = self._plan()
+            if not (changed or self._force) or self.pc is None:
                 return
+            self._force = False
             assert self.pc is not None
             started = time.monotonic()
             await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -211,7 +217,7 @@ class SubscribeSession:
             self._negotiated(offer, False, str(exc))
             # aiortc has no rollback: offer again (a new offer is allowed here)
             self._offer = None
-            self.schedule()
+            self.schedule(force=True)
             if isinstance(exc, BadSdp):
                 raise
             raise BadSdp(f"answer refused: {type(exc).__name__}: {exc}") from None
@@ -226,7 +232,8 @@ class SubscribeSession:
     def _bind(self, slot: Slot, pub: Publication) -> None:
         slot.pending = None
         if pub.participant.closed or pub not in self.wanted:
-            self._dirty = True
+            # it left while the offer was out: the next offer makes the m-line inactive
+            self._dirty = self._force = True
             slot.transceiver.direction = "inactive"
             return
         slot.publication = pub
@@ -268,7 +275,7 @@ class SubscribeSession:
         )
         self._negotiated(self._offer, False, "no answer in time")
         self._offer = None
-        self.schedule()
+        self.schedule(force=True)
         return True
 
     async def _run_rtcp(self) -> None:

@@ -64,9 +64,9 @@ class Settings:
         default=256 * 1024, metadata=_help("largest accepted message (too_large)")
     )
     rate_limit: float = field(
-        default=30.0, metadata=_help("messages per second allowed per connection")
+        default=50.0, metadata=_help("messages per second allowed per connection")
     )
-    rate_burst: int = field(default=60, metadata=_help("burst above the rate"))
+    rate_burst: int = field(default=100, metadata=_help("burst above the rate"))
     rate_strikes: int = field(
         default=20,
         metadata=_help("rate-limited messages within 10 s before closing with 4429"),

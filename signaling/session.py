@@ -139,7 +139,15 @@ class Session:
     def error(self, code: str, message: str, ref: Any = None) -> None:
         self.manager.errors[code] += 1
         level = logging.ERROR if code == protocol.INTERNAL else logging.WARNING
-        log.log(level, "socket %s: %s: %s", self.conn.id, code, message)
+        log.log(
+            level,
+            "socket %s (%s %s): %s: %s",
+            self.conn.id,
+            self.conn.user_id,
+            self.conn.peer_id,
+            code,
+            message,
+        )
         diagnostics = self.services.diagnostics
         if diagnostics is not None and self.conn.peer_id is not None:
             diagnostics.error_sent(self.conn.peer_id, code, message)

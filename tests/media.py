@@ -92,23 +92,18 @@ class AudioRecorder:
             await self._task
 
 
-def tone_strength(samples: np.ndarray, freq: float) -> float:
-    """How far the spectrum at ``freq`` stands above the median (in dB)."""
-    if len(samples) < RATE // 10:
+def tone_share(samples: np.ndarray, freq: float) -> float:
+    """Share (0..1) of the signal's power within 10 Hz of ``freq``; 0 for silence."""
+    if len(samples) < RATE // 10 or float(np.sqrt(np.mean(samples**2))) < 1e-4:
         return 0.0
-    window = samples * np.hanning(len(samples))
-    spectrum = np.abs(np.fft.rfft(window))
+    power = np.abs(np.fft.rfft(samples * np.hanning(len(samples)))) ** 2
     freqs = np.fft.rfftfreq(len(samples), 1 / RATE)
-    band = (freqs > freq - 8) & (freqs < freq + 8)
-    peak = spectrum[band].max()
-    floor = np.median(spectrum) + 1e-9
-    return float(20 * np.log10(peak / floor))
+    band = (freqs > freq - 10) & (freqs < freq + 10)
+    return float(power[band].sum() / power.sum())
 
 
-def tones_present(
-    samples: np.ndarray, freqs: list[float], min_db: float = 30.0
-) -> dict[float, bool]:
-    return {f: tone_strength(samples, f) >= min_db for f in freqs}
+HEARD = 0.5  # a tone carries at least half of the power
+ABSENT = 0.01
 
 
 async def wait_for_tone(
@@ -117,7 +112,7 @@ async def wait_for_tone(
     """Seconds until ``freq`` is heard in the last ``window`` seconds."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        if tone_strength(recorder.last(window), freq) >= 30:
+        if tone_share(recorder.last(window), freq) >= HEARD:
             return time.monotonic() - start
         await asyncio.sleep(0.05)
     raise AssertionError(f"{freq} Hz not heard within {timeout} s")

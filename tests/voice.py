@@ -1,0 +1,82 @@
+"""Helpers for voice tests: participants with tones, recorders per remote peer."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+
+from aiortc import RTCPeerConnection
+
+from signaling.client import VoiceClient
+from tests.media import HEARD, AudioRecorder, ToneTrack, tone_share
+
+
+async def tone_participant(clients, server, user: str, freq: float, channel: str = "room") -> VoiceClient:
+    client = clients(server, user)
+    await client.join(channel)
+    client.tone = ToneTrack(freq)
+    await client.publish(microphone=client.tone)
+    return client
+
+
+class Ears:
+    """Records every remote microphone a client receives, keyed by peer id."""
+
+    def __init__(self, client: VoiceClient) -> None:
+        self.client = client
+        self.recorders: dict[str, AudioRecorder] = {}
+        self._tracks: dict[str, object] = {}
+
+    def refresh(self) -> None:
+        for remote in self.client.remote.values():
+            if remote.source != "microphone":
+                continue
+            if self._tracks.get(remote.peer_id) is not remote.track:
+                self._tracks[remote.peer_id] = remote.track
+                self.recorders[remote.peer_id] = AudioRecorder(remote.track)
+
+    async def hears(self, peer_id: str, freq: float, timeout: float = 5.0, window: float = 0.5) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            self.refresh()
+            recorder = self.recorders.get(peer_id)
+            if recorder is not None and tone_share(recorder.last(window), freq) >= HEARD:
+                return time.monotonic() - start
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{self.client.peer_id} did not hear {freq} Hz from {peer_id} within {timeout} s")
+
+    def share(self, peer_id: str, freq: float, seconds: float = 0.5) -> float:
+        recorder = self.recorders.get(peer_id)
+        return tone_share(recorder.last(seconds), freq) if recorder else 0.0
+
+    async def stop(self) -> None:
+        for recorder in self.recorders.values():
+            await recorder.stop()
+
+
+def live_peer_connections() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, RTCPeerConnection) and o.connectionState != "closed")
+
+
+def server_counts(services) -> dict[str, int]:
+    sfu, manager = services.sfu, services.manager
+    return {
+        "participants": len(sfu.participants),
+        "channels": len(sfu.channels),
+        "connections": len(manager.live),
+        "by_peer": len(manager.by_peer),
+        "publications": sum(len(p.publish.publications) for p in sfu.participants.values()),
+        "slots": sum(len(p.subscribe.slots) for p in sfu.participants.values()),
+        "downlinks": sum(len(pub.downlinks) for p in sfu.participants.values() for pub in p.publish.publications.values()),
+        "peer_tasks": sum(len(p.tasks) for p in sfu.participants.values()),
+    }
+
+
+async def settle(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
