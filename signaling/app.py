@@ -21,6 +21,7 @@ from sfu.server import SfuServer
 from . import http_api
 from .config import Settings
 from .connections import Connection, ConnectionManager
+from .protocol import Close
 from .session import websocket_handler
 
 log = logs.get("websocket")
@@ -79,6 +80,12 @@ class EventRouter:
                     },
                     origin,
                 )
+                if origin is not None and not origin.closing:
+                    # removed by the media core (timeout): its socket is useless now
+                    manager.tasks.spawn(
+                        manager.close(origin, Close.TIMEOUT, "media timed out", reason),
+                        "media-timeout",
+                    )
             case events.TrackPublished(source=source):
                 self._broadcast(
                     event,

@@ -114,6 +114,7 @@ export class VoiceService extends EventTarget {
     this.micError = null;
     this.errors = new ErrorLog();
     this.lastStats = null;
+    this.statsSent = 0;
     this.closeReason = null;
     this.mediaRestarts = 0;
     this._pcs = {}; // name -> {pc, signaled, queue, timers}
@@ -916,11 +917,12 @@ export class VoiceService extends EventTarget {
     this._stopStats();
     const session = this.session;
     this._statsTimer = setInterval(async () => {
+      this.statsTicks = (this.statsTicks ?? 0) + 1;
       if (session !== this.session || !this.connection) return;
       try {
         const report = await this.collectStats();
         if (session !== this.session) return;
-        this.connection?.send({ type: "stats", report: this._fit(report) });
+        if (this.connection?.send({ type: "stats", report: this._fit(report) })) this.statsSent += 1;
       } catch (err) {
         statsLog.warn(`stats: ${err.message}`);
       }
@@ -1072,6 +1074,10 @@ export class VoiceService extends EventTarget {
         speaking: p.speaking,
       })),
       elements: document.querySelectorAll("audio, video").length,
+      statsSent: this.statsSent,
+      statsTicks: this.statsTicks,
+      statsTimer: this._statsTimer,
+      session: this.session,
       lastStats: this.lastStats,
       errors: this.errors.toJSON(),
     };
