@@ -74,8 +74,9 @@ async def test_browsers_and_aiortc_hear_each_other(
     while not (
         (report := latest(a_id))
         and {i["peer_id"] for i in report["inbound"]} == {b_id, carol.peer_id}
+        and latest(b_id)
     ):
-        assert time.monotonic() < deadline, f"no full stats report: {reports}"
+        assert time.monotonic() < deadline, f"no full stats reports: {reports}"
         await asyncio.sleep(0.1)
     mic = report["outbound"][0]
     assert mic["source"] == "microphone"
@@ -96,10 +97,6 @@ async def test_browsers_and_aiortc_hear_each_other(
         )
     assert report["candidatePair"]["publish"]["currentRoundTripTime"] >= 0
     assert report["candidatePair"]["subscribe"]["currentRoundTripTime"] >= 0
-    if latest(b_id) is None:
-        import json
-        open("/tmp/debug.json","w").write(json.dumps({"peers": [p for p, _ in reports], "a": a_id, "b": b_id, "bob": await bob.debug(), "probe": await bob.js("(async () => { const t0 = performance.now(); const fired = await Promise.race([new Promise(r => setTimeout(() => r(true), 100)), new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r('raf'))))]); return {fired, vis: document.visibilityState, focus: document.hasFocus(), dt: performance.now() - t0, ticks: window.miscord.voiceService.statsTicks}; })()"), "probe2": await bob.js("(async () => { await new Promise(r => setTimeout(r, 2500)); return window.miscord.voiceService.statsTicks; })()"), "console": bob.console}, indent=1, default=str))
-    assert latest(b_id) is not None
     times = [r["timestamp"] for p, r in reports if p == a_id]
     # every 2 s, never faster than the server's one per second
     assert all(1.0 < b - a < 4.0 for a, b in itertools.pairwise(times))

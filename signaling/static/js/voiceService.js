@@ -917,7 +917,6 @@ export class VoiceService extends EventTarget {
     this._stopStats();
     const session = this.session;
     this._statsTimer = setInterval(async () => {
-      this.statsTicks = (this.statsTicks ?? 0) + 1;
       if (session !== this.session || !this.connection) return;
       try {
         const report = await this.collectStats();
@@ -1075,9 +1074,6 @@ export class VoiceService extends EventTarget {
       })),
       elements: document.querySelectorAll("audio, video").length,
       statsSent: this.statsSent,
-      statsTicks: this.statsTicks,
-      statsTimer: this._statsTimer,
-      session: this.session,
       lastStats: this.lastStats,
       errors: this.errors.toJSON(),
     };
