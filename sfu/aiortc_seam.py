@@ -406,11 +406,11 @@ class SendHook:
         if self._registered is not transport:
             transport._register_rtp_sender(self._owner, parameters)
             self._registered = transport
-        self._configure(parameters)
         self.srtp = transport._tx_srtp
         pair = transport.transport._connection._nominated.get(1)
         if pair is not None and self.srtp is not None:
             self.socket, self.addr = pair.protocol.transport, pair.remote_addr
+        self._configure(parameters)
 
     async def _on_stop(self) -> None:
         self.detach()

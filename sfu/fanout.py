@@ -38,15 +38,19 @@ from aiortc.rtp import (
 )
 
 from .aiortc_seam import SendHook
+from .keyframes import is_keyframe
 from .sdp_check import codec_key
 
 log = logging.getLogger("miscord.voice")
+screen_log = logging.getLogger("miscord.screen")
 
 HEADER = struct.Struct("!BBHII")
 HISTORY = 512  # packets kept per subscriber for NACKs (a power of two)
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 RTT_ALPHA = 0.85
+#: seconds a new viewer waits for a keyframe before asking again
+KEYFRAME_RETRY = 1.5
 #: RTP ticks one frame advances, used when a stream restarts right away
 FRAME_TICKS = {"audio": 960, "video": 3000}
 
@@ -66,8 +70,10 @@ class FanoutSender:
         transceiver: RTCRtpTransceiver,
         kind: str,
         on_keyframe_request: Callable[[], None],
+        viewer: str = "",
     ) -> None:
         self.kind = kind
+        self.viewer = viewer
         self.hook = SendHook(transceiver.sender, self, self._configure, self.stats)
         self._ssrc = self.hook.ssrc  # aiortc's RTCP router routes by this
         self._on_keyframe_request = on_keyframe_request
@@ -91,6 +97,9 @@ class FanoutSender:
         self._last_ts = 0
         self._last_at = 0.0
         self._history: list[bytes | None] = [None] * HISTORY
+        #: video starts at a keyframe: delta frames before it cannot be decoded
+        self._awaiting_keyframe = False
+        self._awaiting_since = 0.0
         self._rtx_seq = random.randint(0, 0x7FFF)
         # counters (W3C names in stats())
         self.packets_sent = 0
@@ -127,11 +136,19 @@ class FanoutSender:
             at = 4 + sum(1 + len(v) for _, v in self._mid_element) + 1
             self._ext_level = (full[:at], full[at + 1 :])
         self._select_payload_types()
+        if self._awaiting_keyframe and self.hook.ready and self.publication is not None:
+            # the first moment this viewer can receive: ask for a picture now
+            self._awaiting_since = time.monotonic()
+            self._on_keyframe_request()
 
     def bind(self, publication: Any) -> None:
         self.publication = publication
         self._epoch = -1  # resync on the first packet
+        self._awaiting_keyframe = self.kind == "video"
+        self._awaiting_since = time.monotonic()
         self._select_payload_types()
+        if self._awaiting_keyframe and self.hook.ready:
+            self._on_keyframe_request()  # else once the viewer's transport is up
 
     def unbind(self) -> None:
         self.publication = None
@@ -156,6 +173,8 @@ class FanoutSender:
         pt = self._pt
         hook = self.hook
         if pt is None or hook.socket is None:
+            return
+        if self._awaiting_keyframe and not self._keyframe_starts(packet):
             return
         if packet.ssrc != self._in_ssrc or self._epoch != self.publication.epoch:
             self._resync(packet)
@@ -186,6 +205,25 @@ class FanoutSender:
         if self._last_seq is None or ((seq - self._last_seq) & 0xFFFF) < 0x8000:
             self._last_seq, self._last_ts = seq, ts
             self._last_at = time.monotonic()
+
+    def _keyframe_starts(self, packet: RtpPacket) -> bool:
+        """While waiting for a keyframe: is this its first packet? (asks again if
+        none came for a while)"""
+        pub = self.publication
+        if is_keyframe(pub.codec.mimeType, packet.payload):
+            self._awaiting_keyframe = False
+            screen_log.info(
+                "first keyframe of %s/%s to viewer %s after %.0f ms",
+                pub.peer_id,
+                pub.source,
+                self.viewer,
+                (time.monotonic() - self._awaiting_since) * 1000,
+            )
+            return True
+        if time.monotonic() - self._awaiting_since > KEYFRAME_RETRY:
+            self._awaiting_since = time.monotonic()
+            self._on_keyframe_request()
+        return False
 
     def _resync(self, packet: RtpPacket) -> None:
         """Choose offsets so the outgoing stream continues where it left off."""

@@ -261,7 +261,7 @@ class Participant:
             return
         self.closed = True
         self.close_reason = reason
+        await self.tasks.close()  # first: no negotiation may run on a closing pc
         await self.publish.close()
         await self.subscribe.close()
-        await self.tasks.close()
         self.update_state()

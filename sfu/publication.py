@@ -163,6 +163,9 @@ class Publication:
         self._send_keyframe_request()
 
     def _send_keyframe_request(self) -> None:
+        if self._keyframe_timer is not None:  # this request covers the deferred one
+            self._keyframe_timer.cancel()
+            self._keyframe_timer = None
         if self.hook is None or self.participant.closed:
             return
         self._keyframe_at = time.monotonic()

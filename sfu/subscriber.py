@@ -146,7 +146,10 @@ class SubscribeSession:
         transceiver = self.pc.addTransceiver(kind, direction="sendonly")
         slot = Slot(transceiver, kind, None)  # type: ignore[arg-type]
         slot.downlink = DOWNLINKS[self.participant.settings.forwarding](
-            transceiver, kind, lambda: self._keyframe_wanted(slot)
+            transceiver,
+            kind,
+            lambda: self._keyframe_wanted(slot),
+            self.participant.peer_id,
         )
         self.slots.append(slot)
         if self.participant.settings.forwarding == "fast" and self._rtcp_task is None:
@@ -247,9 +250,6 @@ class SubscribeSession:
                 mid=slot.mid or "",
             )
         )
-        if pub.kind == "video":
-            # a new viewer needs a picture to start from
-            pub.request_keyframe(self.participant.peer_id)
 
     def _negotiated(self, offer: _Pending, ok: bool, detail: str = "") -> None:
         self.participant.emit(

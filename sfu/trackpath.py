@@ -70,6 +70,7 @@ class TrackSender:
         transceiver: RTCRtpTransceiver,
         kind: str,
         on_keyframe_request: Callable[[], None],
+        viewer: str = "",
     ) -> None:
         self.kind = kind
         self.track = ForwardTrack(kind)
@@ -86,6 +87,8 @@ class TrackSender:
 
     def bind(self, publication: Any) -> None:
         self.publication = publication
+        if self.kind == "video":
+            self._on_keyframe_request()  # a new viewer needs a picture to start
 
     def unbind(self) -> None:
         self.publication = None
@@ -155,6 +158,7 @@ class RelaySender:
         transceiver: RTCRtpTransceiver,
         kind: str,
         on_keyframe_request: Callable[[], None],
+        viewer: str = "",
     ) -> None:
         self.kind = kind
         self.sender = transceiver.sender

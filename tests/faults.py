@@ -23,7 +23,13 @@ def _protocols(pc: RTCPeerConnection) -> list[Any]:
 class OutgoingFault:
     """Wraps a client pc's UDP sends: drop a fraction, delay with jitter, or cut."""
 
-    def __init__(self, pc: RTCPeerConnection, drop: float = 0.0, jitter: float = 0.0, seed: int = 1) -> None:
+    def __init__(
+        self,
+        pc: RTCPeerConnection,
+        drop: float = 0.0,
+        jitter: float = 0.0,
+        seed: int = 1,
+    ) -> None:
         self.drop = drop
         self.jitter = jitter
         self.cut = False

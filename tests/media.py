@@ -116,3 +116,88 @@ async def wait_for_tone(
             return time.monotonic() - start
         await asyncio.sleep(0.05)
     raise AssertionError(f"{freq} Hz not heard within {timeout} s")
+
+
+# --- video ------------------------------------------------------------------------
+
+VIDEO_RATE = 90000
+BITS = 12
+BLOCK = 32
+
+
+class CounterScreen(MediaStreamTrack):
+    """A synthetic screen whose frames show their own number as 12 black/white
+    blocks (robust to VP8 compression), paced at ``fps``."""
+
+    kind = "video"
+
+    def __init__(self, width: int = 640, height: int = 360, fps: int = 15) -> None:
+        super().__init__()
+        self.width, self.height, self.fps = width, height, fps
+        self.count = 0
+        self._start: float | None = None
+        yy, xx = np.mgrid[0:height, 0:width]
+        self._background = ((xx * 3 + yy * 2) % 200 + 30).astype(np.uint8)
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self.count / self.fps - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        image = self._background.copy()
+        for bit in range(BITS):
+            x = BLOCK + bit * (BLOCK + BLOCK // 2)
+            image[BLOCK : 2 * BLOCK, x : x + BLOCK] = (
+                255 if (self.count >> bit) & 1 else 0
+            )
+        planes = np.concatenate(
+            [image.ravel(), np.full(self.width * self.height // 2, 128, np.uint8)]
+        )
+        frame = av.VideoFrame.from_ndarray(
+            planes.reshape(self.height * 3 // 2, self.width), format="yuv420p"
+        )
+        frame.pts = int(self.count * VIDEO_RATE / self.fps)
+        frame.time_base = fractions.Fraction(1, VIDEO_RATE)
+        self.count += 1
+        return frame
+
+
+def read_counter(frame: av.VideoFrame) -> int:
+    luma = frame.to_ndarray(format="gray")
+    value = 0
+    for bit in range(BITS):
+        x = BLOCK + bit * (BLOCK + BLOCK // 2)
+        block = luma[BLOCK + 8 : 2 * BLOCK - 8, x + 8 : x + BLOCK - 8]
+        if block.mean() > 128:
+            value |= 1 << bit
+    return value
+
+
+class VideoWatcher:
+    """Decodes a received screen and notes (arrival time, counter) per frame."""
+
+    def __init__(self, track: MediaStreamTrack) -> None:
+        self.track = track
+        self.started = time.monotonic()
+        self.frames: list[tuple[float, int]] = []
+        self.size: tuple[int, int] | None = None
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+            while True:
+                frame = await self.track.recv()
+                self.size = (frame.width, frame.height)
+                self.frames.append((time.monotonic(), read_counter(frame)))
+
+    @property
+    def counters(self) -> list[int]:
+        return [c for _, c in self.frames]
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task

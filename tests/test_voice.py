@@ -6,19 +6,34 @@ import time
 import pytest
 
 from tests.media import ABSENT, ToneTrack
-from tests.voice import Ears, live_peer_connections, server_counts, settle, tone_participant
+from tests.voice import (
+    Ears,
+    live_peer_connections,
+    server_counts,
+    settle,
+    tone_participant,
+)
 
 TONES = {"alice": 440, "bob": 660, "carol": 880}
 
 
 @pytest.mark.parametrize("forwarding", ["fast", "track"])
-async def test_three_participants_hear_exactly_the_other_two(start_server, clients, forwarding):
+async def test_three_participants_hear_exactly_the_other_two(
+    start_server, clients, forwarding
+):
     server = await start_server(forwarding=forwarding)
-    people = {user: await tone_participant(clients, server, user, freq) for user, freq in TONES.items()}
+    people = {
+        user: await tone_participant(clients, server, user, freq)
+        for user, freq in TONES.items()
+    }
     for user, client in people.items():
         others = {people[o].peer_id for o in TONES if o != user}
-        await client.wait_for(lambda c=client: {t.peer_id for t in c.remote.values()} == others)
-        assert sorted((t.peer_id, t.source) for t in client.remote.values()) == sorted((p, "microphone") for p in others)
+        await client.wait_for(
+            lambda c=client, o=others: {t.peer_id for t in c.remote.values()} == o
+        )
+        assert sorted((t.peer_id, t.source) for t in client.remote.values()) == sorted(
+            (p, "microphone") for p in others
+        )
     ears = {user: Ears(client) for user, client in people.items()}
     for user, ear in ears.items():
         for other, freq in TONES.items():
@@ -35,7 +50,10 @@ async def test_three_participants_hear_exactly_the_other_two(start_server, clien
 
 
 async def test_late_joiner_hears_everyone_within_2s(server, clients):
-    people = {user: await tone_participant(clients, server, user, freq) for user, freq in TONES.items()}
+    people = {
+        user: await tone_participant(clients, server, user, freq)
+        for user, freq in TONES.items()
+    }
     late = clients(server, "dave")
     joined_at = time.monotonic()
     await late.join("room")
@@ -67,12 +85,16 @@ async def test_leaving_ends_subscriptions_and_releases_everything(server, client
 
     await a.wait_for(lambda: a.track_of(peer_c) is None)
     await b.wait_for(lambda: b.track_of(peer_c) is None)
-    assert (await a.wait_for_message("participant_left", peer_id=peer_c))["reason"] == "left"
+    assert (await a.wait_for_message("participant_left", peer_id=peer_c))[
+        "reason"
+    ] == "left"
     await settle(lambda: server_counts(server.services)["participants"] == 2)
     await asyncio.sleep(1.0)
     after = server_counts(server.services)
     # the subscribers keep their (now inactive) m-line for reuse; nothing else remains
-    assert {k: v for k, v in after.items() if k != "slots"} == {k: v for k, v in counts_before.items() if k != "slots"}
+    assert {k: v for k, v in after.items() if k != "slots"} == {
+        k: v for k, v in counts_before.items() if k != "slots"
+    }
     assert after["slots"] == counts_before["slots"] + 2
     assert live_peer_connections() == pcs_before
     await ears.stop()
@@ -98,7 +120,9 @@ async def test_mute_stops_the_tone_and_unmute_restores_it(server, clients):
     await a.mute("microphone", False)
     await b.wait_for_message("track_muted", peer_id=a.peer_id, muted=False)
     await ears.hears(a.peer_id, 440, timeout=2)
-    assert [p for p in b.participants[a.peer_id]["tracks"]] == [{"source": "microphone", "muted": False}]
+    assert [p for p in b.participants[a.peer_id]["tracks"]] == [
+        {"source": "microphone", "muted": False}
+    ]
     await ears.stop()
 
 
@@ -121,7 +145,9 @@ async def test_fifty_join_leave_cycles_leave_nothing_behind(server, clients):
     await settle(lambda: server_counts(server.services)["participants"] == 1)
     await asyncio.sleep(1.0)
     counts = server_counts(server.services)
-    assert {k: v for k, v in counts.items() if k != "slots"} == {k: v for k, v in counts_before.items() if k != "slots"}
+    assert {k: v for k, v in counts.items() if k != "slots"} == {
+        k: v for k, v in counts_before.items() if k != "slots"
+    }
     assert counts["slots"] <= 1  # the anchor's one reused m-line
     anchor_participant = server.services.sfu.participants[anchor.peer_id]
     assert len(anchor_participant.subscribe.pc.getTransceivers()) <= 1
@@ -134,7 +160,10 @@ async def test_subscribe_sdp_does_not_grow_with_churn(server, clients):
     await listener.join("room")
     sizes = []
     for i in range(10):
-        pair = [await tone_participant(clients, server, f"p{i}{j}", 500 + 100 * j) for j in range(2)]
+        pair = [
+            await tone_participant(clients, server, f"p{i}{j}", 500 + 100 * j)
+            for j in range(2)
+        ]
         for p in pair:
             await listener.wait_for_track(p.peer_id)
         sizes.append(len(listener.subscribe_pc.remoteDescription.sdp.split("m=")) - 1)
@@ -160,13 +189,20 @@ async def test_offers_are_batched_while_one_is_outstanding(server, clients):
         held.append(message)
 
     listener._on_subscribe_offer = hold
-    others = [await tone_participant(clients, server, f"o{i}", 500 + 100 * i) for i in range(3)]
+    others = [
+        await tone_participant(clients, server, f"o{i}", 500 + 100 * i)
+        for i in range(3)
+    ]
     await asyncio.sleep(0.5)
     assert len(held) == 1 and participant.subscribe.offer_pending
     listener._on_subscribe_offer = original
     await original(held[0])
-    await listener.wait_for(lambda: all(listener.track_of(o.peer_id) for o in others), timeout=5)
-    assert participant.subscribe.offers - offers_before == 2  # one held, one batching the rest
+    await listener.wait_for(
+        lambda: all(listener.track_of(o.peer_id) for o in others), timeout=5
+    )
+    assert (
+        participant.subscribe.offers - offers_before == 2
+    )  # one held, one batching the rest
 
 
 async def test_server_answers_with_candidates_on_the_ice_host_only(server, clients):
@@ -180,11 +216,15 @@ async def test_lifecycle_states_are_reported(server, clients):
     from sfu import events
 
     seen = []
-    server.services.sfu.events.subscribe(lambda e: seen.append(e) if isinstance(e, events.StateChanged) else None)
+    server.services.sfu.events.subscribe(
+        lambda e: seen.append(e) if isinstance(e, events.StateChanged) else None
+    )
     a = await tone_participant(clients, server, "alice", 440)
     participant = server.services.sfu.participants[a.peer_id]
     await settle(lambda: participant.state == "connected")
     await a.leave()
     await settle(lambda: participant.state == "closed")
     states = [e.state for e in seen if e.peer_id == a.peer_id]
-    assert states[0] == "connecting" and "connected" in states and states[-1] == "closed"
+    assert (
+        states[0] == "connecting" and "connected" in states and states[-1] == "closed"
+    )

@@ -1,29 +1,39 @@
 """Bad input and broken media never disturb the others' audio."""
 
 import asyncio
+import itertools
 import time
 
 from aiortc import RTCPeerConnection
 
 from tests.faults import OutgoingFault
 from tests.media import HEARD, tone_share
-from tests.voice import Ears, tone_participant
+from tests.voice import Ears, settle, tone_participant
 
 
-async def test_media_that_dies_is_removed_with_timeout_although_the_socket_lives(server, clients, sockets):
+async def test_media_that_dies_is_removed_with_timeout_although_the_socket_lives(
+    server, clients, sockets
+):
     watcher = await sockets(server)
     await watcher.join(server.token("watcher"), kind="events")
     a = await tone_participant(clients, server, "alice", 440)
     participant = server.services.sfu.participants[a.peer_id]
-    while participant.state != "connected":
-        await asyncio.sleep(0.05)
+    await settle(lambda: participant.state == "connected")
     OutgoingFault(a.publish_pc).cut = True
     cut_at = time.monotonic()
     left = await watcher.expect("participant_left", timeout=15)
     elapsed = time.monotonic() - cut_at
-    assert left == {"type": "participant_left", "peer_id": a.peer_id, "reason": "timeout"}
+    assert left == {
+        "type": "participant_left",
+        "peer_id": a.peer_id,
+        "reason": "timeout",
+    }
     settings = server.settings
-    assert settings.media_grace < elapsed < settings.media_silence + settings.media_grace + 2.5
+    assert (
+        settings.media_grace
+        < elapsed
+        < settings.media_silence + settings.media_grace + 2.5
+    )
     # its socket is closed afterwards with 4408, not left dangling
     await a.wait_for(lambda: a.close_code is not None, timeout=5)
     assert a.close_code == 4408
@@ -38,7 +48,9 @@ async def video_only_offer() -> str:
     return sdp
 
 
-async def test_bad_sdp_and_candidates_get_errors_and_audio_never_stops(server, clients, sockets):
+async def test_bad_sdp_and_candidates_get_errors_and_audio_never_stops(
+    server, clients, sockets
+):
     a = await tone_participant(clients, server, "alice", 440)
     b = await tone_participant(clients, server, "bob", 660)
     ears = Ears(b)
@@ -47,13 +59,39 @@ async def test_bad_sdp_and_candidates_get_errors_and_audio_never_stops(server, c
     await bad.join(server.token("mallory"))
     start = time.monotonic()
     cases = [
-        ({"type": "offer", "pc": "publish", "sdp": "v=0\r\nthis is not sdp", "sources": {}}, "bad_sdp"),
-        ({"type": "offer", "pc": "publish", "sdp": await video_only_offer(), "sources": {"0": "screen"}}, "bad_sdp"),
-        ({"type": "offer", "pc": "subscribe", "sdp": "v=0", "sources": {}}, "bad_message"),
+        (
+            {
+                "type": "offer",
+                "pc": "publish",
+                "sdp": "v=0\r\nthis is not sdp",
+                "sources": {},
+            },
+            "bad_sdp",
+        ),
+        (
+            {
+                "type": "offer",
+                "pc": "publish",
+                "sdp": await video_only_offer(),
+                "sources": {"0": "screen"},
+            },
+            "bad_sdp",
+        ),
+        (
+            {"type": "offer", "pc": "subscribe", "sdp": "v=0", "sources": {}},
+            "bad_message",
+        ),
         # mallory was offered the others' tracks and answers garbage
         ({"type": "answer", "pc": "subscribe", "sdp": "v=0\r\n"}, "bad_sdp"),
         ({"type": "answer", "pc": "publish", "sdp": "v=0\r\n"}, "bad_message"),
-        ({"type": "candidate", "pc": "publish", "candidate": {"candidate": "garbage", "sdpMid": "0"}}, "bad_message"),
+        (
+            {
+                "type": "candidate",
+                "pc": "publish",
+                "candidate": {"candidate": "garbage", "sdpMid": "0"},
+            },
+            "bad_message",
+        ),
         ({"type": "candidate", "pc": "subscribe", "candidate": None}, "bad_message"),
     ]
     for message, code in cases:
@@ -61,7 +99,14 @@ async def test_bad_sdp_and_candidates_get_errors_and_audio_never_stops(server, c
         assert error["code"] == code, (message, error)
     # the same from a participant that is in the middle of a call
     own = [
-        {"type": "candidate", "pc": "publish", "candidate": {"candidate": "candidate:1 1 udp 1 1.2.3.4 notaport typ host", "sdpMid": "0"}},
+        {
+            "type": "candidate",
+            "pc": "publish",
+            "candidate": {
+                "candidate": "candidate:1 1 udp 1 1.2.3.4 notaport typ host",
+                "sdpMid": "0",
+            },
+        },
         {"type": "answer", "pc": "subscribe", "sdp": "v=0\r\n"},
         {"type": "offer", "pc": "publish", "sdp": "garbage", "sources": {}},
     ]
@@ -73,9 +118,9 @@ async def test_bad_sdp_and_candidates_get_errors_and_audio_never_stops(server, c
     # bob heard alice throughout: no gap in frames, the tone in every half second
     recorder = ears.recorders[a.peer_id]
     times = [t for t, _ in recorder.chunks if t >= start]
-    assert times and max(b - a for a, b in zip(times, times[1:], strict=False)) < 0.2
+    assert times and max(b - a for a, b in itertools.pairwise(times)) < 0.2
     for t0 in range(int((time.monotonic() - start) * 2) - 1):
-        window = recorder.since(start + t0 / 2)[: 24000]
+        window = recorder.since(start + t0 / 2)[:24000]
         assert tone_share(window, 440) >= HEARD
     assert not bad.ws.closed and await bad.alive()
     await ears.stop()
@@ -90,8 +135,13 @@ async def test_screen_limit_and_wrong_sources(start_server, clients):
 
     mic = ToneTrack(440)
     try:
-        await a.publish(microphone=mic, screen=ToneTrack(660))  # an audio track named screen
+        await a.publish(
+            microphone=mic, screen=ToneTrack(660)
+        )  # an audio track named screen
     except ServerError as exc:
-        assert exc.code == "bad_message" and "screen must be video" in exc.message["message"]
+        assert (
+            exc.code == "bad_message"
+            and "screen must be video" in exc.message["message"]
+        )
     else:
         raise AssertionError("an audio m-line named screen was accepted")

@@ -4,7 +4,6 @@ and a participant whose process dies is removed in time."""
 import asyncio
 import gc
 import json
-import subprocess
 import sys
 import time
 
@@ -12,8 +11,6 @@ import aiortc.codecs.opus
 import aiortc.codecs.vpx
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
-
-from tests.wsclient import Ws
 
 
 class Spy:
@@ -35,7 +32,13 @@ class Spy:
 
 async def start_tone_client(server, user, freq, channel="room"):
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.tone_client", server.url, server.token(user), channel, str(freq),
+        sys.executable,
+        "-m",
+        "tests.tone_client",
+        server.url,
+        server.token(user),
+        channel,
+        str(freq),
         stdout=asyncio.subprocess.PIPE,
     )
     line = await asyncio.wait_for(proc.stdout.readline(), 20)
@@ -60,20 +63,38 @@ async def stop(*procs):
 
 
 async def test_no_codec_runs_in_the_server_while_forwarding(server):
-    spies = [Spy(aiortc.rtcrtpreceiver, "get_decoder"), Spy(aiortc.rtcrtpsender, "get_encoder")]
+    spies = [
+        Spy(aiortc.rtcrtpreceiver, "get_decoder"),
+        Spy(aiortc.rtcrtpsender, "get_encoder"),
+    ]
     procs = []
     try:
-        procs = [await start_tone_client(server, u, f) for u, f in (("alice", 440), ("bob", 660), ("carol", 880))]
+        procs = [
+            await start_tone_client(server, u, f)
+            for u, f in (("alice", 440), ("bob", 660), ("carol", 880))
+        ]
         for listener in procs:
             for speaker, freq in zip(procs, (440, 660, 880), strict=True):
                 if speaker is not listener:
                     assert await heard(listener, speaker.peer_id, freq)
-        forwarded = sum(p.publish.by_source("microphone").forwarded for p in server.services.sfu.participants.values())
+        forwarded = sum(
+            p.publish.by_source("microphone").forwarded
+            for p in server.services.sfu.participants.values()
+        )
         assert forwarded > 500
         gc.collect()
         codecs = [
-            o for o in gc.get_objects()
-            if isinstance(o, (aiortc.codecs.opus.OpusDecoder, aiortc.codecs.opus.OpusEncoder, aiortc.codecs.vpx.Vp8Decoder, aiortc.codecs.vpx.Vp8Encoder))
+            o
+            for o in gc.get_objects()
+            if isinstance(
+                o,
+                (
+                    aiortc.codecs.opus.OpusDecoder,
+                    aiortc.codecs.opus.OpusEncoder,
+                    aiortc.codecs.vpx.Vp8Decoder,
+                    aiortc.codecs.vpx.Vp8Encoder,
+                ),
+            )
         ]
         assert codecs == []
         assert [s.calls for s in spies] == [0, 0]
@@ -91,7 +112,9 @@ async def test_killed_client_process_is_removed_within_grace(server, sockets):
         await watcher.expect("track_published")
         proc.kill()  # SIGKILL: no leave, no close frame
         killed_at = time.monotonic()
-        left = await watcher.expect("participant_left", timeout=server.settings.media_grace + 5)
+        left = await watcher.expect(
+            "participant_left", timeout=server.settings.media_grace + 5
+        )
         assert left["peer_id"] == proc.peer_id
         assert time.monotonic() - killed_at < server.settings.media_grace
         assert proc.peer_id not in server.services.sfu.participants

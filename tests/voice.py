@@ -12,7 +12,9 @@ from signaling.client import VoiceClient
 from tests.media import HEARD, AudioRecorder, ToneTrack, tone_share
 
 
-async def tone_participant(clients, server, user: str, freq: float, channel: str = "room") -> VoiceClient:
+async def tone_participant(
+    clients, server, user: str, freq: float, channel: str = "room"
+) -> VoiceClient:
     client = clients(server, user)
     await client.join(channel)
     client.tone = ToneTrack(freq)
@@ -23,8 +25,9 @@ async def tone_participant(clients, server, user: str, freq: float, channel: str
 class Ears:
     """Records every remote microphone a client receives, keyed by peer id."""
 
-    def __init__(self, client: VoiceClient) -> None:
+    def __init__(self, client: VoiceClient, keep_seconds: float = 10.0) -> None:
         self.client = client
+        self.keep_seconds = keep_seconds
         self.recorders: dict[str, AudioRecorder] = {}
         self._tracks: dict[str, object] = {}
 
@@ -34,17 +37,26 @@ class Ears:
                 continue
             if self._tracks.get(remote.peer_id) is not remote.track:
                 self._tracks[remote.peer_id] = remote.track
-                self.recorders[remote.peer_id] = AudioRecorder(remote.track)
+                self.recorders[remote.peer_id] = AudioRecorder(
+                    remote.track, self.keep_seconds
+                )
 
-    async def hears(self, peer_id: str, freq: float, timeout: float = 5.0, window: float = 0.5) -> float:
+    async def hears(
+        self, peer_id: str, freq: float, timeout: float = 5.0, window: float = 0.5
+    ) -> float:
         start = time.monotonic()
         while time.monotonic() - start < timeout:
             self.refresh()
             recorder = self.recorders.get(peer_id)
-            if recorder is not None and tone_share(recorder.last(window), freq) >= HEARD:
+            if (
+                recorder is not None
+                and tone_share(recorder.last(window), freq) >= HEARD
+            ):
                 return time.monotonic() - start
             await asyncio.sleep(0.05)
-        raise AssertionError(f"{self.client.peer_id} did not hear {freq} Hz from {peer_id} within {timeout} s")
+        raise AssertionError(
+            f"{self.client.peer_id} did not hear {freq} Hz from {peer_id} within {timeout} s"
+        )
 
     def share(self, peer_id: str, freq: float, seconds: float = 0.5) -> float:
         recorder = self.recorders.get(peer_id)
@@ -57,7 +69,11 @@ class Ears:
 
 def live_peer_connections() -> int:
     gc.collect()
-    return sum(1 for o in gc.get_objects() if isinstance(o, RTCPeerConnection) and o.connectionState != "closed")
+    return sum(
+        1
+        for o in gc.get_objects()
+        if isinstance(o, RTCPeerConnection) and o.connectionState != "closed"
+    )
 
 
 def server_counts(services) -> dict[str, int]:
@@ -67,9 +83,15 @@ def server_counts(services) -> dict[str, int]:
         "channels": len(sfu.channels),
         "connections": len(manager.live),
         "by_peer": len(manager.by_peer),
-        "publications": sum(len(p.publish.publications) for p in sfu.participants.values()),
+        "publications": sum(
+            len(p.publish.publications) for p in sfu.participants.values()
+        ),
         "slots": sum(len(p.subscribe.slots) for p in sfu.participants.values()),
-        "downlinks": sum(len(pub.downlinks) for p in sfu.participants.values() for pub in p.publish.publications.values()),
+        "downlinks": sum(
+            len(pub.downlinks)
+            for p in sfu.participants.values()
+            for pub in p.publish.publications.values()
+        ),
         "peer_tasks": sum(len(p.tasks) for p in sfu.participants.values()),
     }
 

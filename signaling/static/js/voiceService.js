@@ -590,8 +590,6 @@ export class VoiceService extends EventTarget {
     this.muted = Boolean(muted);
     if (this.micTrack) this.micTrack.enabled = !this.muted;
     this.connection?.send({ type: "mute", source: "microphone", muted: this.muted });
-    const self = this.participants.get(this.peerId);
-    if (self) self.muted = this.muted;
     log.info(this.muted ? "muted" : "unmuted");
     this._emit("local");
   }
