@@ -92,11 +92,91 @@ async def websocket_stats(request: web.Request) -> web.Response:
     return json_response(_services(request).manager.stats())
 
 
+def _peer_access(request: web.Request) -> str:
+    """The peer id of the route, if the token is support's or that peer's user.
+
+    401 without a valid token, 404 for a peer never seen (or long forgotten),
+    403 for someone else's peer.
+    """
+    services = _services(request)
+    claims = auth.bearer(request, services.settings.secret)
+    peer_id = request.match_info["peer_id"]
+    owner = services.diagnostics.owner_of(peer_id)
+    if owner is None:
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": f"unknown peer {peer_id}"}),
+            content_type="application/json",
+        )
+    if not claims.support and claims.user_id != owner:
+        raise web.HTTPForbidden(
+            text=json.dumps({"error": "only support or the peer's own user"}),
+            content_type="application/json",
+        )
+    return peer_id
+
+
+async def peers(request: web.Request) -> web.Response:
+    require_support(request)
+    return json_response(_services(request).diagnostics.peers())
+
+
+async def peer_stats(request: web.Request) -> web.Response:
+    peer_id = _peer_access(request)
+    return json_response(_services(request).diagnostics.stats(peer_id))
+
+
+async def peer_report(request: web.Request) -> web.Response:
+    peer_id = _peer_access(request)
+    diagnostics = _services(request).diagnostics
+    wants_html = request.query.get("format") == "html" or (
+        "text/html" in request.headers.get("Accept", "")
+        and request.query.get("format") != "json"
+    )
+    if wants_html:
+        return web.Response(
+            text=diagnostics.report_html(peer_id), content_type="text/html"
+        )
+    return json_response(diagnostics.report(peer_id))
+
+
+async def audio_logging(request: web.Request) -> web.Response:
+    require_support(request)
+    peer_id = _peer_access(request)
+    try:
+        body = await request.json()
+        enabled = body["enabled"]
+        if not isinstance(enabled, bool):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": 'body must be {"enabled": true|false}'}),
+            content_type="application/json",
+        ) from None
+    diagnostics = _services(request).diagnostics
+    try:
+        diagnostics.set_audio_logging(peer_id, enabled)
+    except LookupError as exc:
+        raise web.HTTPConflict(
+            text=json.dumps({"error": str(exc)}), content_type="application/json"
+        ) from None
+    return json_response({"peer_id": peer_id, "audio_logging": enabled})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = _services(request).diagnostics.metrics()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/config", config)
     app.router.add_post("/api/dev-login", dev_login)
     app.router.add_get("/api/debug/websocket-stats", websocket_stats)
+    app.router.add_get("/api/peers", peers)
+    app.router.add_get("/api/peers/{peer_id}/stats", peer_stats)
+    app.router.add_get("/api/peers/{peer_id}/report", peer_report)
+    app.router.add_post("/api/peers/{peer_id}/audio-logging", audio_logging)
+    app.router.add_get("/metrics", metrics)
     if STATIC.exists():
         app.router.add_static("/static/", STATIC, follow_symlinks=False)

@@ -263,7 +263,10 @@ class Session:
         participant = self._participant(ref)
         diagnostics = self.services.diagnostics
         if diagnostics is not None:
-            diagnostics.client_report(participant.peer_id, stats.report)
+            try:
+                diagnostics.client_report(participant.peer_id, stats.report)
+            except ValueError as exc:
+                raise ProtocolError(protocol.BAD_MESSAGE, str(exc), ref) from None
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
