@@ -408,11 +408,7 @@ export class VoiceService extends EventTarget {
     for (const track of [this.micTrack, this.screenTrack]) track?.stop();
     this.micTrack = this.micStream = null;
     this.screenTrack = this.screenStream = null;
-    if (this.localScreenElement) {
-      this.localScreenElement.srcObject = null;
-      this.localScreenElement.remove();
-      this.localScreenElement = null;
-    }
+    this._removeLocalScreen();
     this._emit("local");
   }
 
@@ -699,11 +695,15 @@ export class VoiceService extends EventTarget {
       transceiver.sender.replaceTrack(null).catch(() => {});
     }
     track?.stop();
-    if (this.localScreenElement) {
-      this.localScreenElement.srcObject = null;
-      this.localScreenElement.remove();
-      this.localScreenElement = null;
-    }
+    this._removeLocalScreen();
+  }
+
+  _removeLocalScreen() {
+    const video = this.localScreenElement;
+    if (!video) return;
+    this.localScreenElement = null;
+    video.srcObject = null;
+    video.remove();
   }
 
   _preferVp8(transceiver) {
