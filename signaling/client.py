@@ -32,8 +32,9 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc.rtp import RtpPacket
 
-from sfu.aiortc_seam import configure_ice, new_peer_connection
+from sfu.aiortc_seam import ReceiveHook, configure_ice, new_peer_connection
 
 log = logging.getLogger("miscord.debug")
 
@@ -67,6 +68,7 @@ class VoiceClient:
         token: str,
         ice_hosts: list[str] | None = None,
         history: int = 2000,
+        raw_sink: Callable[[RemoteTrack, RtpPacket], None] | None = None,
     ) -> None:
         self.url = base_url.rstrip("/").replace("http", "ws", 1) + "/ws"
         self.token = token
@@ -90,6 +92,9 @@ class VoiceClient:
         self._changed = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        #: when set, received media is not decoded: each RTP packet goes here
+        self.raw_sink = raw_sink
+        self._hooked: set[str] = set()
 
     async def __aenter__(self) -> VoiceClient:
         return self
@@ -295,10 +300,27 @@ class VoiceClient:
                     transceiver=transceiver,
                 )
         self.remote = remote
+        if self.raw_sink is not None:
+            for transceiver in pc.getTransceivers():
+                if transceiver.mid not in self._hooked and transceiver.receiver.track:
+                    self._hooked.add(transceiver.mid)
+                    ReceiveHook(
+                        transceiver.receiver,
+                        transceiver.kind,
+                        self._raw_packet(transceiver.mid),
+                    )
         await pc.setLocalDescription(await pc.createAnswer())
         await self.send(
             {"type": "answer", "pc": "subscribe", "sdp": pc.localDescription.sdp}
         )
+
+    def _raw_packet(self, mid: str) -> Callable[[RtpPacket, object], None]:
+        def sink(packet: RtpPacket, codec: object) -> None:
+            remote = self.remote.get(mid)
+            if remote is not None and self.raw_sink is not None:
+                self.raw_sink(remote, packet)
+
+        return sink
 
     def track_of(self, peer_id: str, source: str = "microphone") -> RemoteTrack | None:
         return next(

@@ -266,7 +266,9 @@ class Session:
             try:
                 diagnostics.client_report(participant.peer_id, stats.report)
             except ValueError as exc:
-                raise ProtocolError(protocol.BAD_MESSAGE, str(exc), ref) from None
+                # diagnostics may name the contract code (too_large, rate_limited)
+                code = getattr(exc, "code", protocol.BAD_MESSAGE)
+                raise ProtocolError(code, str(exc), ref) from None
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
