@@ -24,6 +24,9 @@ async def test_mute_diagnose_and_leave(open_page):
     healthy = await alice.diagnose()
     assert healthy["findings"] == [], healthy
     assert healthy["checks"]["publishConnection"] == "connected"
+    # the server's own report was read (its findings are merged into the result)
+    assert healthy["checks"]["serverReport"] == 200
+    assert healthy["server"]["peer_id"] == a_id
 
     # bob sees alice speak (the server's speaking messages), unmuted
     await bob.wait_row(a_id, "speaking", "true")
@@ -77,6 +80,7 @@ async def test_mute_diagnose_and_leave(open_page):
     # audio data logging: levels and counters in the console once a second
     logging = await alice.js("window.miscord.enableAudioDataLogging(true)")
     assert logging["enabled"] is True
+    assert logging["server"] == 403  # server-side logging is support's to turn on
     deadline = time.monotonic() + 5
     while not any("📊" in line and "→ mic level=" in line for line in alice.console):
         assert time.monotonic() < deadline, alice.dump()
