@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ import pytest
 pytestmark = pytest.mark.browser
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot-call.png"
+#: set to 1 to refresh docs/screenshot-call.png (otherwise it goes to tmp_path,
+#: so that a test run leaves the checkout clean)
+UPDATE_SCREENSHOT = "MISCORD_UPDATE_SCREENSHOT"
 
 PLAYING = """([peer]) => {
   const video = document.querySelector(
@@ -28,7 +32,7 @@ NO_TILE = """([peer]) => !document.querySelector(
   `#screens .screen-tile[data-peer-id="${peer}"]`)"""
 
 
-async def test_screen_share_reaches_the_other_browser(open_page):
+async def test_screen_share_reaches_the_other_browser(open_page, tmp_path):
     alice, bob = await asyncio.gather(open_page("alice", 500), open_page("bob", 700))
     a_id, b_id = await asyncio.gather(
         alice.join("alice", "screens"), bob.join("bob", "screens")
@@ -64,8 +68,11 @@ async def test_screen_share_reaches_the_other_browser(open_page):
         "() => [...document.querySelectorAll('#participant-list .participant')]"
         ".every((li) => li.dataset.speaking === 'true')"
     )
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    await bob.page.screenshot(path=str(SCREENSHOT))
+    update = os.environ.get(UPDATE_SCREENSHOT) == "1" or not SCREENSHOT.exists()
+    shot = SCREENSHOT if update else tmp_path / SCREENSHOT.name
+    shot.parent.mkdir(exist_ok=True)
+    await bob.page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
 
     # stop: bob's tile and video element go; alice's m-line stays for reuse
     await alice.page.click("#share-button")
