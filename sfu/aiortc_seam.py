@@ -4,21 +4,25 @@ aiortc has no public way to (a) receive RTP without decoding it, (b) send
 already-packetized RTP without a track and a per-sender task, (c) choose the
 addresses ICE gathers on, or (d) see when the last datagram arrived. Everything
 that needs private attributes for that lives here, behind small functions, and
-``check_compatibility()`` refuses to run on an aiortc or aioice version this code
-was not tested against (``TESTED``), so an upgrade fails loudly at start instead
-of silently degrading.
+``check_compatibility()`` refuses to run on an aiortc, aioice or pylibsrtp
+version this code was not tested against (``TESTED``), so an upgrade fails loudly
+at start instead of silently degrading.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import importlib.metadata
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import aioice
 import aioice.ice
-import aiortc
+import pylibsrtp
+import pylibsrtp._binding
 from aiortc import (
     RTCConfiguration,
     RTCPeerConnection,
@@ -56,27 +60,28 @@ from aiortc.stats import (
     RTCStatsReport,
 )
 
-#: (aiortc, aioice) versions this module was written and tested against.
-TESTED = {("1.16.0", "0.13.0")}
+#: versions of the packages whose internals this module uses, as tested
+TESTED = {"aiortc": ("1.16.0",), "aioice": ("0.13.0",), "pylibsrtp": ("1.0.0",)}
 
 
 class UnsupportedAiortc(RuntimeError):
-    """aiortc/aioice changed in a way this seam does not know."""
+    """aiortc, aioice or pylibsrtp changed in a way this seam does not know."""
 
 
-def check_compatibility(
-    aiortc_version: str | None = None, aioice_version: str | None = None
-) -> None:
-    versions = (
-        aiortc_version or aiortc.__version__,
-        aioice_version or aioice.__version__,
-    )
-    if versions not in TESTED:
-        raise UnsupportedAiortc(
-            f"aiortc {versions[0]} / aioice {versions[1]} is not a tested version "
-            f"(tested: {sorted(TESTED)}); sfu/aiortc_seam.py must be checked against "
-            "it before use"
-        )
+def installed_versions() -> dict[str, str]:
+    return {name: importlib.metadata.version(name) for name in TESTED}
+
+
+def check_compatibility(versions: dict[str, str] | None = None) -> None:
+    """Refuse to run on a version of a package whose internals we use untested."""
+    versions = versions or installed_versions()
+    for name, tested in TESTED.items():
+        if versions.get(name) not in tested:
+            raise UnsupportedAiortc(
+                f"{name} {versions.get(name)} is not a tested version (tested: "
+                f"{', '.join(tested)}); sfu/aiortc_seam.py must be checked against it "
+                "before use"
+            )
     for cls, attrs in _REQUIRED.items():
         for attr in attrs:
             if not hasattr(cls, attr):
@@ -121,6 +126,20 @@ async def selftest() -> None:
             transceiver.sender, "_rtx_ssrc"
         ):
             raise UnsupportedAiortc("RTCRtpSender._ssrc / _rtx_ssrc are missing")
+        for attr in ("_rx_srtp", "_rtp_router", "_rtp_header_extensions_map"):
+            if not hasattr(dtls, attr):
+                raise UnsupportedAiortc(f"RTCDtlsTransport.{attr} is missing")
+        session = pylibsrtp.Session()
+        if not hasattr(session, "_srtp"):
+            raise UnsupportedAiortc("pylibsrtp.Session._srtp is missing")
+        loop = asyncio.get_running_loop()
+        udp, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+        )
+        raw = getattr(udp, "_sock", None)
+        udp.close()
+        if raw is None or not hasattr(raw, "sendto"):
+            raise UnsupportedAiortc("asyncio datagram transports have no _sock")
     finally:
         await pc.close()
 
@@ -206,29 +225,67 @@ def parse_candidate(candidate: dict[str, Any]) -> RTCIceCandidate | None:
 
 
 class ActivityProbe:
-    """When a datagram (STUN, DTLS, SRTP) last arrived on a peer connection."""
+    """When a datagram (STUN, DTLS, SRTP) last arrived on a peer connection.
+
+    With ``inline_rtp`` it also takes SRTP (not SRTCP) straight off the socket:
+    unprotect, parse, route to the receiver's ``ReceiveHook`` and forward, all in
+    the datagram callback, instead of aiortc's queue, task hop and per-packet
+    datetime arithmetic. Everything else (STUN, DTLS, SRTCP) takes aiortc's path.
+    """
 
     def __init__(self) -> None:
         self.last_rx = time.monotonic()
         self._wrapped: set[int] = set()
 
-    def watch(self, pc: RTCPeerConnection) -> None:
+    def watch(self, pc: RTCPeerConnection, inline_rtp: bool = False) -> None:
         """Wrap the receive side of every gathered socket of ``pc`` (idempotent)."""
         for transceiver in pc.getTransceivers():
-            connection = transceiver.receiver.transport.transport._connection
+            dtls = transceiver.receiver.transport
+            connection = dtls.transport._connection
             for protocol in connection._protocols:
                 if id(protocol) in self._wrapped:
                     continue
                 self._wrapped.add(id(protocol))
-                original = protocol.datagram_received
+                protocol.datagram_received = self._receiver(
+                    protocol, dtls if inline_rtp else None
+                )
 
-                def received(
-                    data: bytes, addr: tuple[Any, ...], _orig: Any = original
-                ) -> None:
-                    self.last_rx = time.monotonic()
-                    _orig(data, addr)
+    def _receiver(
+        self, protocol: Any, dtls: RTCDtlsTransport | None
+    ) -> Callable[[bytes, tuple[Any, ...]], None]:
+        original = protocol.datagram_received
+        component = protocol.local_candidate.component
 
-                protocol.datagram_received = received
+        def received(data: bytes, addr: tuple[Any, ...]) -> None:
+            self.last_rx = time.monotonic()
+            if (
+                dtls is not None
+                and dtls._rx_srtp is not None
+                and len(data) > 12
+                and 127 < data[0] < 192
+                and not 191 < data[1] < 209  # RTCP packet types
+            ):
+                _receive_srtp(dtls, data)
+            elif data and 127 < data[0] < 192:
+                protocol.receiver.data_received(data, component)  # skip STUN parsing
+            else:
+                original(data, addr)
+
+        return received
+
+
+def _receive_srtp(dtls: RTCDtlsTransport, data: bytes) -> None:
+    try:
+        plain = dtls._rx_srtp.unprotect(data)
+        packet = RtpPacket.parse(plain, dtls._rtp_header_extensions_map)
+    except (pylibsrtp.Error, ValueError):
+        return
+    dtls._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
+    dtls._RTCDtlsTransport__rx_bytes += len(data)  # type: ignore[attr-defined]
+    receiver = dtls._rtp_router.route_rtp(packet)
+    hook = _hooks.get(receiver) if receiver is not None else None
+    if hook is not None:
+        hook.handle(packet)
 
 
 def ice_transport_of(pc: RTCPeerConnection) -> Any:
@@ -266,6 +323,9 @@ class _NoDecoder:
 
 
 PacketSink = Callable[[RtpPacket, RTCRtpCodecParameters], None]
+_hooks: weakref.WeakKeyDictionary[RTCRtpReceiver, ReceiveHook] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class ReceiveHook:
@@ -282,6 +342,7 @@ class ReceiveHook:
             receiver, "RTCRtpReceiver", "remote_streams"
         )
         self.rtcp_ssrc: int | None = None
+        self._pending: set[asyncio.Future[None]] = set()  # RTCP being sent
         video = kind == "video"
         self.nack = NackGenerator() if video else None
         self.remb = RemoteBitrateEstimator() if video else None
@@ -290,6 +351,7 @@ class ReceiveHook:
         self._receive = receiver.receive
         receiver.receive = self._on_receive  # type: ignore[method-assign]
         receiver._handle_rtp_packet = self._on_rtp  # type: ignore[method-assign]
+        _hooks[receiver] = self
 
     async def _on_receive(self, parameters: RTCRtpReceiveParameters) -> None:
         for codec in parameters.codecs:
@@ -301,6 +363,10 @@ class ReceiveHook:
         self.rtcp_ssrc = _private(self.receiver, "RTCRtpReceiver", "rtcp_ssrc")
 
     async def _on_rtp(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        self.handle(packet)
+
+    def handle(self, packet: RtpPacket) -> None:
+        """One received RTP packet (after SRTP), before any jitter buffer."""
         if not self.receiver._enabled:
             return
         codec = self.codecs.get(packet.payload_type)
@@ -313,12 +379,12 @@ class ReceiveHook:
         if self.remb is not None and packet.extensions.abs_send_time is not None:
             remb = self.remb.add(
                 abs_send_time=packet.extensions.abs_send_time,
-                arrival_time_ms=arrival_time_ms,
+                arrival_time_ms=int(time.time() * 1000),
                 payload_size=len(packet.payload) + packet.padding_size,
                 ssrc=packet.ssrc,
             )
             if remb is not None and self.rtcp_ssrc is not None:
-                await self.send_rtcp(
+                self._send_soon(
                     RtcpPsfbPacket(
                         fmt=RTCP_PSFB_APP,
                         ssrc=self.rtcp_ssrc,
@@ -340,8 +406,13 @@ class ReceiveHook:
                 fmt=RTCP_RTPFB_NACK, ssrc=self.rtcp_ssrc, media_ssrc=packet.ssrc
             )
             nack.lost = sorted(self.nack.missing)
-            await self.send_rtcp(nack)
+            self._send_soon(nack)
         self.sink(packet, codec)
+
+    def _send_soon(self, packet: AnyRtcpPacket) -> None:
+        task = asyncio.ensure_future(self.send_rtcp(packet))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def send_rtcp(self, packet: AnyRtcpPacket) -> None:
         await self.receiver._send_rtcp(packet)
@@ -361,6 +432,11 @@ class ReceiveHook:
 
 
 # --- sending without a track ------------------------------------------------------
+
+
+_SRTP_BUFFER = 1500 + 16  # an MTU plus the SRTP auth tag
+_srtp_protect = pylibsrtp._binding.lib.srtp_protect
+_ffi = pylibsrtp._binding.ffi
 
 
 class RtcpSink(Protocol):
@@ -393,6 +469,12 @@ class SendHook:
         self.srtp: Any = None
         self.socket: Any = None
         self.addr: Any = None
+        self.dropped = 0
+        self._srtp_t: Any = None
+        self._cdata = _ffi.new("char[]", _SRTP_BUFFER)
+        self._buffer = _ffi.buffer(self._cdata)
+        self._view = memoryview(self._buffer)
+        self._length = _ffi.new("int *")
         sender.send = self._on_send  # type: ignore[method-assign]
         sender.stop = self._on_stop  # type: ignore[method-assign]
         sender.getStats = self._on_get_stats  # type: ignore[method-assign]
@@ -406,10 +488,11 @@ class SendHook:
         if self._registered is not transport:
             transport._register_rtp_sender(self._owner, parameters)
             self._registered = transport
-        self.srtp = transport._tx_srtp
         pair = transport.transport._connection._nominated.get(1)
-        if pair is not None and self.srtp is not None:
-            self.socket, self.addr = pair.protocol.transport, pair.remote_addr
+        if pair is not None and transport._tx_srtp is not None:
+            self.srtp = transport._tx_srtp
+            self._srtp_t = self.srtp._srtp[0]
+            self.socket, self.addr = pair.protocol.transport._sock, pair.remote_addr
         self._configure(parameters)
 
     async def _on_stop(self) -> None:
@@ -459,10 +542,24 @@ class SendHook:
         return report
 
     def send(self, data: bytes) -> int:
-        """Protect and send one RTP packet; returns the bytes put on the wire."""
-        protected = self.srtp.protect(data)
-        self.socket.sendto(protected, self.addr)
-        return len(protected)
+        """Protect and send one RTP packet; returns the bytes put on the wire
+        (0 when it was dropped: full socket buffer or an SRTP refusal).
+
+        libsrtp is called through pylibsrtp's cffi binding on a buffer of our
+        own and the datagram goes to the raw socket: the Python wrappers around
+        both cost more than the encryption and the system call themselves.
+        """
+        size = len(data)
+        self._buffer[0:size] = data
+        self._length[0] = size
+        if _srtp_protect(self._srtp_t, self._cdata, self._length):
+            self.dropped += 1
+            return 0
+        try:
+            return self.socket.sendto(self._view[: self._length[0]], self.addr)
+        except OSError:  # BlockingIOError included: UDP drops, it never blocks
+            self.dropped += 1
+            return 0
 
     async def send_rtcp(self, data: bytes) -> None:
         if self._registered is not None:

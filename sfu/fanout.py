@@ -204,7 +204,7 @@ class FanoutSender:
         self.bytes_sent += len(payload)
         if self._last_seq is None or ((seq - self._last_seq) & 0xFFFF) < 0x8000:
             self._last_seq, self._last_ts = seq, ts
-            self._last_at = time.monotonic()
+            self._last_at = self.publication.last_packet_at
 
     def _keyframe_starts(self, packet: RtpPacket) -> bool:
         """While waiting for a keyframe: is this its first packet? (asks again if

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -70,6 +71,8 @@ class Publication:
         self.bytes = 0
         self.forwarded = 0
         self.dropped_muted = 0
+        #: seconds each received packet took to reach every downlink (recent ones)
+        self.fanout_times: deque[float] = deque(maxlen=2048)
         self.first_packet_at: float | None = None
         self.last_packet_at: float | None = None
         self.created_at = time.time()
@@ -100,8 +103,10 @@ class Publication:
         if self.muted:
             self.dropped_muted += 1
             return
+        started = time.perf_counter()
         for downlink in self.downlinks:
             downlink.write(packet)
+        self.fanout_times.append(time.perf_counter() - started)
         self.forwarded += len(self.downlinks)
         for tap in self.taps:
             tap(packet)

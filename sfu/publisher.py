@@ -71,7 +71,7 @@ class PublishSession:
         self._mids = [m.mid for m in offered]
         self._update_publications(pc, offered, sources)
         await pc.setLocalDescription(await pc.createAnswer())
-        self.probe.watch(pc)
+        self.probe.watch(pc, inline_rtp=self.participant.settings.forwarding != "relay")
         self._negotiated(started, True)
         return pc.localDescription.sdp
 

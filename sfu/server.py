@@ -11,6 +11,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import deque
 
 from . import aiortc_seam
 from .channel import Channel
@@ -21,6 +22,17 @@ from .settings import MediaSettings
 from .tasks import TaskGroup
 
 log = logging.getLogger("miscord.voice")
+
+
+def _percentiles(ordered: list[float]) -> dict[str, float] | None:
+    if not ordered:
+        return None
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
+
+    return {"p50": at(0.5), "p99": at(0.99), "max": at(1.0), "samples": len(ordered)}
+
 
 TICK = 0.2  # seconds between speaker updates
 
@@ -34,6 +46,8 @@ class SfuServer:
         self.participants: dict[str, Participant] = {}
         self.tasks = TaskGroup("sfu")
         self.evicted = 0
+        #: how late the event loop ran a timer (recent ticks): queueing delay
+        self.loop_lag: deque[float] = deque(maxlen=600)
 
     async def start(self) -> None:
         await aiortc_seam.selftest()
@@ -99,8 +113,10 @@ class SfuServer:
     async def _maintain(self) -> None:
         ticks = 0
         while True:
+            asleep = time.monotonic()
             await asyncio.sleep(TICK)
             now = time.monotonic()
+            self.loop_lag.append(now - asleep - TICK)
             for channel in list(self.channels.values()):
                 channel.update_speakers(now)
             ticks += 1
@@ -120,6 +136,29 @@ class SfuServer:
                 )
                 self.evicted += 1
                 await self.leave(participant, "timeout")
+
+    def forwarding_stats(self, reset: bool = False) -> dict[str, object]:
+        """Totals and recent timings of the forwarding path (``reset`` starts a
+        new measurement window for the timings)."""
+        pubs = [
+            pub
+            for participant in self.participants.values()
+            for pub in participant.publish.publications.values()
+        ]
+        if reset:
+            self.loop_lag.clear()
+            for pub in pubs:
+                pub.fanout_times.clear()
+        fanout = sorted(t for p in pubs for t in p.fanout_times)
+        lag = sorted(self.loop_lag)
+        return {
+            "forwarding": self.settings.forwarding,
+            "publications": len(pubs),
+            "packets_received": sum(p.packets for p in pubs),
+            "packets_forwarded": sum(p.forwarded for p in pubs),
+            "fanout_ms": _percentiles(fanout),
+            "loop_lag_ms": _percentiles(lag),
+        }
 
     async def close(self) -> None:
         await self.tasks.close()

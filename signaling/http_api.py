@@ -92,6 +92,12 @@ async def websocket_stats(request: web.Request) -> web.Response:
     return json_response(_services(request).manager.stats())
 
 
+async def forwarding_stats(request: web.Request) -> web.Response:
+    require_support(request)
+    reset = request.query.get("reset") == "1"
+    return json_response(_services(request).sfu.forwarding_stats(reset))
+
+
 def _peer_access(request: web.Request) -> str:
     """The peer id of the route, if the token is support's or that peer's user.
 
@@ -173,6 +179,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/config", config)
     app.router.add_post("/api/dev-login", dev_login)
     app.router.add_get("/api/debug/websocket-stats", websocket_stats)
+    app.router.add_get("/api/debug/forwarding", forwarding_stats)
     app.router.add_get("/api/peers", peers)
     app.router.add_get("/api/peers/{peer_id}/stats", peer_stats)
     app.router.add_get("/api/peers/{peer_id}/report", peer_report)

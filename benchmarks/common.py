@@ -1,0 +1,183 @@
+"""Shared pieces of the benchmarks: a server process, worker processes, reports.
+
+Every benchmark runs the server as its own process (so its CPU and memory can be
+read alone) and its synthetic clients in other processes, all on 127.0.0.1.
+Run them through ``scripts/bench`` (a loopback-only network namespace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiortc
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "benchmarks.md"
+SECRET = "benchmark-secret-of-sufficient-length-32"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        if found := re.search(r"model name\s*:\s*(.+)", text):
+            cpu = found.group(1).strip()
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {psutil.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python "
+        f"{platform.python_version()}, aiortc {aiortc.__version__}, "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    @classmethod
+    async def start(cls, *args: str) -> ServerProcess:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SFU_")}
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "signaling.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--secret",
+                SECRET,
+                "--log-level",
+                "warning",
+                *args,
+            ],
+            env=env,
+            cwd=ROOT,
+        )
+        server = cls(proc, f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    async with http.get(server.url + "/healthz") as resp:
+                        if resp.status == 200:
+                            return server
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("server did not start")
+                await asyncio.sleep(0.1)
+
+    @property
+    def ps(self) -> psutil.Process:
+        return psutil.Process(self.proc.pid)
+
+    def cpu_seconds(self) -> float:
+        times = self.ps.cpu_times()
+        return times.user + times.system
+
+    def rss(self) -> int:
+        return self.ps.memory_info().rss
+
+    async def get(self, path: str) -> Any:
+        from signaling import auth
+
+        token = auth.issue(SECRET, "bench-support", ["*"], role="support")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                self.url + path, headers={"Authorization": f"Bearer {token}"}
+            ) as resp,
+        ):
+            return await resp.json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Worker:
+    """A client process speaking JSON lines over stdin/stdout."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, script: str, *args: str) -> Worker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            script,
+            "--worker",
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
+        return cls(proc)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(message) + "\n").encode())
+        await self.proc.stdin.drain()
+
+    async def recv(self, timeout: float = 120) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        if not line:
+            raise RuntimeError("worker exited")
+        return json.loads(line)
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await self.proc.wait()
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or append) the section ``name`` of docs/benchmarks.md."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    RESULTS.write_text(text)
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"

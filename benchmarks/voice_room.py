@@ -1,0 +1,264 @@
+"""Voice room: N participants, everyone publishing and hearing everyone else.
+
+For each forwarding path (fast fan-out, aiortc track senders, and the MediaRelay
+decode/re-encode baseline) and each room size N, it measures the server
+process alone: CPU per forwarded stream-second and per packet, forwarded
+packets/s, loss per subscription, latency (client stamp to client receipt, and
+the server's own fan-out time and event-loop lag) and RSS per participant.
+All paths run in one invocation, so their ratios compare like with like.
+
+    scripts/bench voice_room --sizes 4,8,12,16,20 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import (
+    SECRET,
+    ServerProcess,
+    Worker,
+    fmt,
+    machine,
+    percentile,
+    write_section,
+)
+
+WORKERS = 2
+PACKET_RATE = 50  # Opus, 20 ms
+
+
+@dataclass
+class Result:
+    mode: str
+    n: int
+    seconds: float
+    cpu: float
+    packets: int
+    lost: int
+    expected: int
+    worst_loss: float
+    latencies: list[float]
+    fanout: dict | None
+    loop_lag: dict | None
+    rss_per_participant: float
+    complete: bool
+
+    @property
+    def streams(self) -> int:
+        return self.n * (self.n - 1)
+
+    @property
+    def ms_per_stream_second(self) -> float:
+        return self.cpu / (self.streams * self.seconds) * 1000
+
+    @property
+    def us_per_packet(self) -> float | None:
+        return self.cpu / self.packets * 1e6 if self.packets else None
+
+    @property
+    def loss(self) -> float:
+        return 100 * self.lost / self.expected if self.expected else 100.0
+
+
+async def run_room(mode: str, n: int, seconds: float) -> Result:
+    server = await ServerProcess.start(
+        "--forwarding", mode, "--max-participants", "200"
+    )
+    workers: list[Worker] = []
+    try:
+        idle_rss = server.rss()
+        users = [f"u{i}" for i in range(n)]
+        for w in range(WORKERS):
+            mine = users[w::WORKERS]
+            if mine:
+                workers.append(
+                    await Worker.start(
+                        __file__, server.url, ",".join(mine), str(n), mode
+                    )
+                )
+        ready = [await w.recv(timeout=90) for w in workers]
+        complete = all(r.get("ready") for r in ready)
+        await asyncio.sleep(2)  # let the jitter of joining settle
+        for w in workers:
+            await w.send({"cmd": "start"})
+        for w in workers:
+            await w.recv()
+        cpu0, t0 = server.cpu_seconds(), time.monotonic()
+        await server.get("/api/debug/forwarding?reset=1")
+        await asyncio.sleep(seconds)
+        cpu1, t1 = server.cpu_seconds(), time.monotonic()
+        after = await server.get("/api/debug/forwarding")
+        rss = server.rss()
+        for w in workers:
+            await w.send({"cmd": "stop"})
+        reports = [await w.recv() for w in workers]
+    finally:
+        for w in workers:
+            await w.stop()
+        server.stop()
+    streams = [s for r in reports for s in r["streams"]]
+    latencies = [x for r in reports for x in r["latencies"]]
+    return Result(
+        mode=mode,
+        n=n,
+        seconds=t1 - t0,
+        cpu=cpu1 - cpu0,
+        packets=sum(s["packets"] for s in streams),
+        lost=sum(s["lost"] for s in streams),
+        expected=sum(s["expected"] for s in streams),
+        worst_loss=max(
+            (100 * s["lost"] / s["expected"] for s in streams if s["expected"]),
+            default=100,
+        ),
+        latencies=latencies,
+        fanout=after["fanout_ms"],
+        loop_lag=after["loop_lag_ms"],
+        rss_per_participant=(rss - idle_rss) / n / 2**20,
+        complete=complete and len(streams) == n * (n - 1),
+    )
+
+
+# --- worker process ---------------------------------------------------------------
+
+
+async def worker(url: str, users: list[str], n: int, mode: str) -> None:
+    from signaling import auth
+    from signaling.client import VoiceClient
+    from signaling.loadclient import Counter, StampedAudio, encode_tone
+
+    opus = encode_tone() if mode == "relay" else None
+    counters: list[Counter] = []
+    clients: list[VoiceClient] = []
+    for user in users:
+        counter = Counter()
+        client = VoiceClient(
+            url, auth.issue(SECRET, user, ["*"]), ["127.0.0.1"], raw_sink=counter
+        )
+        await client.join("bench")
+        await client.publish(microphone=StampedAudio(opus_frames=opus))
+        counters.append(counter)
+        clients.append(client)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if all(len(c.streams) >= n - 1 for c in counters):
+            break
+        await asyncio.sleep(0.2)
+    emit({"ready": all(len(c.streams) >= n - 1 for c in counters)})
+    reader = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    while True:
+        command = json.loads(await reader.readline())["cmd"]
+        if command == "start":
+            for c in counters:
+                c.reset()
+            emit({"started": True})
+        elif command == "stop":
+            streams, latencies = [], []
+            for c in counters:
+                for s in c.streams.values():
+                    streams.append(
+                        {"packets": s.packets, "expected": s.expected, "lost": s.lost}
+                    )
+                    latencies.extend(s.latencies[::5])
+            emit({"streams": streams, "latencies": latencies})
+            break
+    for client in clients:
+        await client.close()
+
+
+def emit(message: dict) -> None:
+    print(json.dumps(message), flush=True)
+
+
+# --- report -------------------------------------------------------------------------
+
+
+def table(results: list[Result]) -> str:
+    fast = {r.n: r for r in results if r.mode == "fast"}
+    lines = [
+        "| path | N | streams | server CPU % | CPU ms per stream-s | µs per packet | "
+        "× fast | forwarded pkt/s | loss % (worst) | e2e latency p50/p99 ms | "
+        "fan-out p50/p99 ms | loop lag p99 ms | RSS MiB/participant |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        base = fast.get(r.n)
+        ratio = r.ms_per_stream_second / base.ms_per_stream_second if base else None
+        lat = (
+            f"{fmt(percentile(r.latencies, 0.5) * 1000, 2)} / "
+            f"{fmt(percentile(r.latencies, 0.99) * 1000, 2)}"
+            if r.latencies
+            else "—"
+        )
+        fan = f"{r.fanout['p50']} / {r.fanout['p99']}" if r.fanout else "—"
+        lag = str(r.loop_lag["p99"]) if r.loop_lag else "—"
+        lines.append(
+            f"| {r.mode} | {r.n} | {r.streams} | {fmt(100 * r.cpu / r.seconds)} | "
+            f"{fmt(r.ms_per_stream_second, 2)} | {fmt(r.us_per_packet)} | "
+            f"{fmt(ratio, 2)} | {fmt(r.packets / r.seconds, 0)} "
+            f"(of {r.streams * PACKET_RATE}) | {fmt(r.loss, 2)} ({fmt(r.worst_loss, 2)}) | "
+            f"{lat} | {fan} | {lag} | {fmt(r.rss_per_participant, 2)} |"
+        )
+    return "\n".join(lines)
+
+
+async def main(args: argparse.Namespace) -> None:
+    results = []
+    for mode in args.modes.split(","):
+        sizes = args.relay_sizes if mode == "relay" else args.sizes
+        for n in (int(x) for x in sizes.split(",")):
+            result = await run_room(mode, n, args.seconds)
+            results.append(result)
+            print(
+                f"{mode:5} N={n:2}: {fmt(result.ms_per_stream_second, 2)} ms CPU/stream-s, "
+                f"{fmt(result.us_per_packet)} µs/pkt, loss {fmt(result.loss, 2)} %",
+                flush=True,
+            )
+    body = (
+        "## Voice room (`benchmarks/voice_room.py`)\n\n"
+        f"Machine: {machine()}. Command: `scripts/bench voice_room --modes {args.modes} "
+        f"--sizes {args.sizes} --relay-sizes {args.relay_sizes} --seconds {args.seconds}`.\n\n"
+        "N participants in one channel, each publishing 20 ms Opus-sized packets "
+        "(stamped, never decoded; the relay baseline gets real Opus) and receiving all "
+        "others, clients in 2 other processes. CPU is the server process alone over "
+        f"{args.seconds} s after warm-up; a stream-second is one subscription for one "
+        "second. e2e latency: publisher's stamp to the receiving client's RTP hook (both "
+        "clients' event loops included: an upper bound of what the server adds); fan-out: "
+        "the server's time from a received packet to the last subscriber's sendto; loop "
+        "lag: how late the server's event loop ran a timer (queueing).\n\n"
+        + table(results)
+        + "\n"
+    )
+    if args.write:
+        write_section("voice_room", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        url, users, n, mode = (
+            sys.argv[2],
+            sys.argv[3].split(","),
+            int(sys.argv[4]),
+            sys.argv[5],
+        )
+        asyncio.run(worker(url, users, n, mode))
+    else:
+        parser = argparse.ArgumentParser(description=__doc__)
+        parser.add_argument("--modes", default="fast,track,relay")
+        parser.add_argument("--sizes", default="4,8,12,16,20")
+        parser.add_argument("--relay-sizes", default="2,4,6,8")
+        parser.add_argument("--seconds", type=float, default=10.0)
+        parser.add_argument("--no-write", dest="write", action="store_false")
+        asyncio.run(main(parser.parse_args()))
