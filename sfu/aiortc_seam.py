@@ -201,6 +201,14 @@ def new_peer_connection() -> RTCPeerConnection:
     )
 
 
+async def close_peer_connection(pc: RTCPeerConnection) -> None:
+    """Close ``pc`` even if the caller is cancelled meanwhile: aiortc shares one
+    future among concurrent ``close()`` calls (it starts one itself when the
+    remote end closes), and a cancelled awaiter would cancel that future and
+    make aiortc's own close fail."""
+    await asyncio.shield(pc.close())
+
+
 def parse_candidate(candidate: dict[str, Any]) -> RTCIceCandidate | None:
     """A trickled browser candidate, or None for one we refuse (mDNS ``.local``).
 

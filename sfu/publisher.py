@@ -17,6 +17,7 @@ from . import sdp_check
 from .aiortc_seam import (
     ActivityProbe,
     ReceiveHook,
+    close_peer_connection,
     new_peer_connection,
     restrict_codecs,
 )
@@ -135,6 +136,6 @@ class PublishSession:
         self._mids = []
         pc, self.pc = self.pc, None
         if pc is not None:
-            await pc.close()
+            await close_peer_connection(pc)
 
     close = reset

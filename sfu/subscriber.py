@@ -26,7 +26,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.rtp import AnyRtcpPacket, RtcpSdesPacket, RtcpSourceInfo
 
 from . import sdp_check
-from .aiortc_seam import ActivityProbe, new_peer_connection
+from .aiortc_seam import ActivityProbe, close_peer_connection, new_peer_connection
 from .errors import BadRequest, BadSdp
 from .events import Negotiated, Subscribed, SubscribeOffer, Unsubscribed
 from .fanout import FanoutSender
@@ -320,4 +320,4 @@ class SubscribeSession:
         self._offer = None
         pc, self.pc = self.pc, None
         if pc is not None:
-            await pc.close()
+            await close_peer_connection(pc)

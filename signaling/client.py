@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,12 @@ from aiortc import (
 )
 from aiortc.rtp import RtpPacket
 
-from sfu.aiortc_seam import ReceiveHook, configure_ice, new_peer_connection
+from sfu.aiortc_seam import (
+    ReceiveHook,
+    close_peer_connection,
+    configure_ice,
+    new_peer_connection,
+)
 
 log = logging.getLogger("miscord.debug")
 
@@ -95,6 +101,8 @@ class VoiceClient:
         #: when set, received media is not decoded: each RTP packet goes here
         self.raw_sink = raw_sink
         self._hooked: set[str] = set()
+        self._stats_task: asyncio.Task[None] | None = None
+        self.stats_sent = 0
 
     async def __aenter__(self) -> VoiceClient:
         return self
@@ -343,6 +351,66 @@ class VoiceClient:
     async def send_stats(self, report: dict[str, Any]) -> None:
         await self.send({"type": "stats", "report": report})
 
+    def start_stats(self, interval: float = 2.0) -> None:
+        """Send the ``stats`` report of docs/protocol.md every ``interval`` s
+        (until ``close``), as the web client does."""
+        if self._stats_task is None:
+            self._stats_task = asyncio.create_task(
+                self._send_stats_every(interval), name="client-stats"
+            )
+
+    async def _send_stats_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if self.ws is None or self.ws.closed:
+                return
+            try:
+                await self.send_stats(await self.collect_stats())
+                self.stats_sent += 1
+            except (ConnectionError, RuntimeError) as exc:
+                log.debug("client: stats not sent: %s", exc)
+
+    async def collect_stats(self) -> dict[str, Any]:
+        """A compact getStats summary. aiortc reports no audio energy,
+        concealment or candidate-pair RTT, so those fields are left out."""
+        report: dict[str, Any] = {
+            "timestamp": time.time(),
+            "outbound": [],
+            "inbound": [],
+            "candidatePair": {},
+        }
+        mic = self.published.get("microphone")
+        if self.publish_pc is not None and mic is not None:
+            track = mic.sender.track
+            out: dict[str, Any] = {
+                "source": "microphone",
+                "trackReadyState": track.readyState if track else "none",
+            }
+            stats = await mic.sender.getStats()
+            for stat in stats.values():
+                if stat.type == "outbound-rtp":
+                    out.update(packetsSent=stat.packetsSent, bytesSent=stat.bytesSent)
+            report["outbound"].append(out)
+        for remote in list(self.remote.values()):
+            if remote.source != "microphone":
+                continue
+            receiver = remote.transceiver.receiver
+            stats = await receiver.getStats()
+            stat = stats.get(f"inbound-rtp_{id(receiver)}")
+            if stat is None:
+                continue
+            report["inbound"].append(
+                {
+                    "peer_id": remote.peer_id,
+                    "source": remote.source,
+                    "packetsReceived": stat.packetsReceived,
+                    "packetsLost": max(0, stat.packetsLost),
+                    # aiortc reports jitter in RTP timestamp units (48 kHz Opus)
+                    "jitter": stat.jitter / 48000,
+                }
+            )
+        return report
+
     async def ping(self) -> dict[str, Any]:
         return await self.request({"type": "ping"})
 
@@ -357,9 +425,14 @@ class VoiceClient:
 
     async def close(self) -> None:
         """Close peer connections, the socket and the HTTP session."""
+        stats_task, self._stats_task = self._stats_task, None
+        if stats_task is not None:
+            stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stats_task
         for pc in (self.publish_pc, self.subscribe_pc):
             if pc is not None:
-                await pc.close()
+                await close_peer_connection(pc)
         self.publish_pc = self.subscribe_pc = None
         if self.ws is not None:
             await self.ws.close()

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
+import hypothesis  # noqa: F401  (imported early: its pytest plugin imports it
+import pytest  # lazily at the end of a session, which trips a CPython 3.11.7 bug)
 from aiohttp.test_utils import TestServer
 
 from signaling import auth
