@@ -34,10 +34,11 @@ class Settings:
     )
     ice_hosts: list[str] = field(
         default_factory=list,
-        metadata=_help(
-            "addresses ICE gathers on and announces (default: 127.0.0.1 on a "
-            "loopback bind, else every address of the machine)"
-        ),
+        metadata={
+            "help": "an address ICE gathers on and announces (repeat; default: "
+            "127.0.0.1 on a loopback bind, else every address of the machine)",
+            "flag": "--ice-host",
+        },
     )
     log_level: list[str] = field(
         default_factory=lambda: ["info"],
@@ -159,7 +160,8 @@ class Settings:
 
 
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    meta = next(f.metadata for f in fields(Settings) if f.name == name)
+    return str(meta.get("flag", "--" + name.replace("_", "-")))
 
 
 def env_name(name: str) -> str:

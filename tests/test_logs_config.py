@@ -114,3 +114,10 @@ def test_reference_table_lists_every_setting():
         "--forwarding",
     ):
         assert name in table
+
+
+def test_configuration_doc_is_current():
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    assert config.reference_table() in doc
