@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from sfu.aiortc_seam import (
 log = logging.getLogger("miscord.debug")
 
 SOURCES = {"microphone": "audio", "screen": "video"}
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class ServerError(Exception):
@@ -78,6 +80,8 @@ class VoiceClient:
     ) -> None:
         self.url = base_url.rstrip("/").replace("http", "ws", 1) + "/ws"
         self.token = token
+        if ice_hosts is None and urllib.parse.urlsplit(base_url).hostname in LOOPBACK:
+            ice_hosts = ["127.0.0.1"]  # aioice leaves loopback out by itself
         if ice_hosts is not None:
             configure_ice(ice_hosts)
         self.session: aiohttp.ClientSession | None = None
