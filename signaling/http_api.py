@@ -146,7 +146,7 @@ async def peer_report(request: web.Request) -> web.Response:
 
 
 async def audio_logging(request: web.Request) -> web.Response:
-    require_support(request)
+    """Support, or the peer's own user (the web client's enableAudioDataLogging)."""
     peer_id = _peer_access(request)
     try:
         body = await request.json()
