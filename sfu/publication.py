@@ -147,11 +147,13 @@ class Publication:
         elif self._keyframe_timer is None:
             loop = asyncio.get_running_loop()
             self._keyframe_timer = loop.call_later(wait, self._deferred_keyframe)
-        screen_log.debug(
-            "keyframe request for %s by %s (%s)",
+        screen_log.log(
+            logging.INFO if sent else logging.DEBUG,
+            "keyframe request for %s/%s by %s (%s)",
             self.peer_id,
+            self.source,
             requested_by,
-            "sent" if sent else "deferred",
+            "sent" if sent else "deferred by the throttle",
         )
         self.participant.emit(
             KeyframeRequested(

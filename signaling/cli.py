@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 from collections.abc import Sequence
 
@@ -14,8 +15,16 @@ from diagnostics import logs
 from . import auth, config
 
 
+def _raise_open_files_limit() -> None:
+    """Every WebSocket and every ICE socket is a file: allow the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings = config.from_sources(args)
+    _raise_open_files_limit()
     logs.configure(settings.log_level, settings.log_format, secrets=[settings.secret])
     from .app import create_app
 
