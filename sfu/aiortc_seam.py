@@ -119,7 +119,7 @@ async def selftest() -> None:
             if not hasattr(dtls, attr):
                 raise UnsupportedAiortc(f"RTCDtlsTransport.{attr} is missing")
         connection = dtls.transport._connection
-        for attr in ("_nominated", "_protocols"):
+        for attr in ("_nominated", "_protocols", "_queue"):
             if not hasattr(connection, attr):
                 raise UnsupportedAiortc(f"aioice Connection.{attr} is missing")
         if not hasattr(transceiver.sender, "_ssrc") or not hasattr(
@@ -232,6 +232,10 @@ def parse_candidate(candidate: dict[str, Any]) -> RTCIceCandidate | None:
     return parsed
 
 
+RECEIVE_QUEUE_LIMIT = 512  # datagrams waiting for aiortc's DTLS task
+PENDING_RTCP_LIMIT = 32  # NACK/REMB sends in flight per receiver
+
+
 class ActivityProbe:
     """When a datagram (STUN, DTLS, SRTP) last arrived on a peer connection.
 
@@ -243,6 +247,7 @@ class ActivityProbe:
 
     def __init__(self) -> None:
         self.last_rx = time.monotonic()
+        self.dropped = 0  # datagrams refused because aiortc's queue was full
         self._wrapped: set[int] = set()
 
     def watch(self, pc: RTCPeerConnection, inline_rtp: bool = False) -> None:
@@ -263,6 +268,7 @@ class ActivityProbe:
     ) -> Callable[[bytes, tuple[Any, ...]], None]:
         original = protocol.datagram_received
         component = protocol.local_candidate.component
+        queue = protocol.receiver._queue
 
         def received(data: bytes, addr: tuple[Any, ...]) -> None:
             self.last_rx = time.monotonic()
@@ -275,7 +281,12 @@ class ActivityProbe:
             ):
                 _receive_srtp(dtls, data)
             elif data and 127 < data[0] < 192:
-                protocol.receiver.data_received(data, component)  # skip STUN parsing
+                # aiortc's receive queue is unbounded: a peer flooding us faster
+                # than we read gets its excess dropped, like a full socket would
+                if queue.qsize() < RECEIVE_QUEUE_LIMIT:
+                    protocol.receiver.data_received(data, component)  # no STUN parse
+                else:
+                    self.dropped += 1
             else:
                 original(data, addr)
 
@@ -418,6 +429,8 @@ class ReceiveHook:
         self.sink(packet, codec)
 
     def _send_soon(self, packet: AnyRtcpPacket) -> None:
+        if len(self._pending) >= PENDING_RTCP_LIMIT:
+            return  # feedback is best effort; the next gap asks again
         task = asyncio.ensure_future(self.send_rtcp(packet))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("miscord.voice")
 screen_log = logging.getLogger("miscord.screen")
 
+MAX_CANDIDATES = 64  # trickled per connection; each one costs ICE checks
+
 STATES = ("joining", "connecting", "connected", "disconnected", "failed", "closed")
 
 
@@ -88,9 +90,16 @@ class Participant:
     async def add_candidate(
         self, pc_name: str, candidate: dict[str, Any] | None
     ) -> None:
-        pc = self.publish.pc if pc_name == "publish" else self.subscribe.pc
+        session = self.publish if pc_name == "publish" else self.subscribe
+        pc = session.pc
         if pc is None or pc.remoteDescription is None:
             raise BadRequest(f"no {pc_name} negotiation to add a candidate to")
+        if candidate is not None:
+            session.candidates += 1
+            if session.candidates > MAX_CANDIDATES:
+                raise BadRequest(
+                    f"more than {MAX_CANDIDATES} candidates on the {pc_name} connection"
+                )
         parsed = None
         if candidate is not None:
             try:

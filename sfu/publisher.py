@@ -41,6 +41,7 @@ class PublishSession:
         self.participant = participant
         self.pc: RTCPeerConnection | None = None
         self.probe = ActivityProbe()
+        self.candidates = 0  # trickled remote candidates accepted
         self.publications: dict[str, Publication] = {}  # by source
         self._hooks: dict[str, ReceiveHook] = {}  # by mid, one per receiver
         self._mids: list[str] = []

@@ -82,6 +82,7 @@ class SubscribeSession:
         self.participant = participant
         self.pc: RTCPeerConnection | None = None
         self.probe = ActivityProbe()
+        self.candidates = 0  # trickled remote candidates accepted
         self.slots: list[Slot] = []
         self.wanted: list[Publication] = []
         self._offer: _Pending | None = None

@@ -145,3 +145,19 @@ async def test_screen_limit_and_wrong_sources(start_server, clients):
         )
     else:
         raise AssertionError("an audio m-line named screen was accepted")
+
+
+async def test_candidate_flood_is_refused_and_the_call_goes_on(server, clients):
+    a = await tone_participant(clients, server, "alice", 440)
+    b = await tone_participant(clients, server, "bob", 660)
+    ears = Ears(b)
+    await ears.hears(a.peer_id, 440)
+    for port in range(10000, 10070):
+        candidate = f"candidate:{port} 1 udp 2130706431 127.0.0.1 {port} typ host"
+        await a.send({"type": "candidate", "pc": "publish", "candidate": {"candidate": candidate, "sdpMid": "0"}})
+    await a.wait_for(lambda: a.errors)
+    assert {e["code"] for e in a.errors} == {"bad_message"}
+    assert "more than 64 candidates" in a.errors[0]["message"]
+    assert len(a.errors) == 70 - 64
+    await ears.hears(a.peer_id, 440, timeout=2)
+    await ears.stop()
