@@ -130,10 +130,13 @@ class Worker:
         self.proc = proc
 
     @classmethod
-    async def start(cls, script: str, *args: str) -> Worker:
+    async def start(cls, module: str, *args: str) -> Worker:
+        """Run ``python -m module --worker args...`` (``module``: the caller's
+        ``__spec__.name``, e.g. ``benchmarks.voice_room``)."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            script,
+            "-m",
+            module,
             "--worker",
             *args,
             stdin=asyncio.subprocess.PIPE,
@@ -158,6 +161,43 @@ class Worker:
         if self.proc.returncode is None:
             self.proc.kill()
         await self.proc.wait()
+
+
+def emit(message: dict[str, Any]) -> None:
+    """A worker's reply to the benchmark process (one JSON line on stdout)."""
+    print(json.dumps(message), flush=True)
+
+
+async def serve_counts(counters: list[Any], source: str | None = None) -> None:
+    """A worker's measurement protocol over stdin: ``start`` forgets what was
+    counted so far, ``stop`` replies with every stream's counts (of ``source``
+    only, if given) and latencies, then returns."""
+    reader = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    while line := await reader.readline():
+        command = json.loads(line)["cmd"]
+        if command == "start":
+            for counter in counters:
+                counter.reset()
+            emit({"started": True})
+        elif command == "stop":
+            streams, latencies = [], []
+            for counter in counters:
+                for (_, kind), s in counter.streams.items():
+                    if source is None or kind == source:
+                        streams.append(
+                            {
+                                "packets": s.packets,
+                                "expected": s.expected,
+                                "lost": s.lost,
+                                "bytes": s.bytes,
+                            }
+                        )
+                        latencies.extend(s.latencies)
+            emit({"streams": streams, "latencies": latencies})
+            return
 
 
 def percentile(values: list[float], q: float) -> float | None:

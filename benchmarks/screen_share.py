@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (
     SECRET,
     ServerProcess,
     Worker,
+    emit,
     fmt,
     machine,
     percentile,
+    serve_counts,
     write_section,
 )
 
@@ -37,7 +35,7 @@ async def run(viewers: int, seconds: float, mode: str) -> dict:
     server = await ServerProcess.start("--forwarding", mode)
     workers: list[Worker] = []
     try:
-        sharer = await Worker.start(__file__, server.url, "share", "sharer")
+        sharer = await Worker.start(__spec__.name, server.url, "share", "sharer")
         workers.append(sharer)
         await sharer.recv(timeout=60)
         names = [f"v{i}" for i in range(viewers)]
@@ -45,7 +43,9 @@ async def run(viewers: int, seconds: float, mode: str) -> dict:
             mine = names[w::WORKERS]
             if mine:
                 workers.append(
-                    await Worker.start(__file__, server.url, "view", ",".join(mine))
+                    await Worker.start(
+                        __spec__.name, server.url, "view", ",".join(mine)
+                    )
                 )
         for w in workers[1:]:
             assert (await w.recv(timeout=60))["ready"]
@@ -113,37 +113,9 @@ async def worker(url: str, role: str, users: list[str]) -> None:
     ):
         await asyncio.sleep(0.1)
     emit({"ready": True})
-    reader = asyncio.StreamReader()
-    await asyncio.get_running_loop().connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
-    )
-    while line := await reader.readline():
-        command = json.loads(line)["cmd"]
-        if command == "start":
-            for c in counters:
-                c.reset()
-            emit({"started": True})
-        elif command == "stop":
-            streams, latencies = [], []
-            for c in counters:
-                for key, s in c.streams.items():
-                    if key[1] == "screen":
-                        streams.append(
-                            {
-                                "packets": s.packets,
-                                "expected": s.expected,
-                                "bytes": s.bytes,
-                            }
-                        )
-                        latencies.extend(s.latencies)
-            emit({"streams": streams, "latencies": latencies})
-            break
+    await serve_counts(counters, source="screen")
     for client in clients:
         await client.close()
-
-
-def emit(message: dict) -> None:
-    print(json.dumps(message), flush=True)
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -14,21 +14,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (
     SECRET,
     ServerProcess,
     Worker,
+    emit,
     fmt,
     machine,
     percentile,
+    serve_counts,
     write_section,
 )
 
@@ -82,7 +80,7 @@ async def run_room(mode: str, n: int, seconds: float) -> Result:
             if mine:
                 workers.append(
                     await Worker.start(
-                        __file__, server.url, ",".join(mine), str(n), mode
+                        __spec__.name, server.url, ",".join(mine), str(n), mode
                     )
                 )
         ready = [await w.recv(timeout=90) for w in workers]
@@ -153,32 +151,9 @@ async def worker(url: str, users: list[str], n: int, mode: str) -> None:
             break
         await asyncio.sleep(0.2)
     emit({"ready": all(len(c.streams) >= n - 1 for c in counters)})
-    reader = asyncio.StreamReader()
-    await asyncio.get_running_loop().connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
-    )
-    while True:
-        command = json.loads(await reader.readline())["cmd"]
-        if command == "start":
-            for c in counters:
-                c.reset()
-            emit({"started": True})
-        elif command == "stop":
-            streams, latencies = [], []
-            for c in counters:
-                for s in c.streams.values():
-                    streams.append(
-                        {"packets": s.packets, "expected": s.expected, "lost": s.lost}
-                    )
-                    latencies.extend(s.latencies[::5])
-            emit({"streams": streams, "latencies": latencies})
-            break
+    await serve_counts(counters)
     for client in clients:
         await client.close()
-
-
-def emit(message: dict) -> None:
-    print(json.dumps(message), flush=True)
 
 
 # --- report -------------------------------------------------------------------------

@@ -16,11 +16,16 @@ import json
 import resource
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.common import SECRET, ServerProcess, Worker, fmt, machine, write_section
+from benchmarks.common import (
+    SECRET,
+    ServerProcess,
+    Worker,
+    emit,
+    fmt,
+    machine,
+    write_section,
+)
 
 PER_WORKER = 2500
 CYCLES = 20
@@ -41,7 +46,7 @@ async def run(count: int) -> dict:
         while left > 0:
             n = min(PER_WORKER, left)
             workers.append(
-                await Worker.start(__file__, server.url, str(n), str(len(workers)))
+                await Worker.start(__spec__.name, server.url, str(n), str(len(workers)))
             )
             left -= n
         opened = sum([(await w.recv(timeout=300))["open"] for w in workers])
@@ -130,10 +135,6 @@ async def worker(url: str, n: int, index: int) -> None:
     for task in readers:
         task.cancel()
     await session.close()
-
-
-def emit(message: dict) -> None:
-    print(json.dumps(message), flush=True)
 
 
 async def main(args: argparse.Namespace) -> None:
