@@ -61,3 +61,74 @@ class OutgoingFault:
     def restore(self) -> None:
         for transport, original in self._originals:
             transport.sendto = original
+
+
+def _is_rtp(data: bytes) -> bool:
+    """RTP, not RTCP (RFC 5761: RTCP packet types 192-223), STUN or DTLS."""
+    return len(data) > 1 and 127 < data[0] < 192 and not 192 <= data[1] <= 223
+
+
+class IncomingFault:
+    """Wraps a client pc's UDP receive path: drop a fraction of the RTP it is sent
+    (what the server forwards to it), as a lossy download would."""
+
+    def __init__(self, pc: RTCPeerConnection, drop: float = 0.0, seed: int = 2) -> None:
+        self.drop = drop
+        self.received = 0
+        self.dropped = 0
+        self._random = random.Random(seed)
+        self._originals: list[tuple[Any, Any]] = []
+        for protocol in _protocols(pc):
+            original = protocol.datagram_received
+            self._originals.append((protocol, original))
+            protocol.datagram_received = self._wrap(original)
+
+    def _wrap(self, original: Any) -> Any:
+        def datagram_received(data: bytes, addr: Any) -> None:
+            if _is_rtp(data) and self._random.random() < self.drop:
+                self.dropped += 1
+                return
+            self.received += 1
+            original(data, addr)
+
+        return datagram_received
+
+    def restore(self) -> None:
+        for protocol, original in self._originals:
+            protocol.datagram_received = original
+
+
+class JitterFault:
+    """Delays each outgoing RTP/RTCP datagram of a client pc by a random 0..jitter
+    seconds, never ahead of the one before it: a queue that fills and drains,
+    jitter without reordering (reordered packets do not count in RFC 3550's
+    jitter estimate, so a reordering fault understates it)."""
+
+    def __init__(self, pc: RTCPeerConnection, jitter: float, seed: int = 3) -> None:
+        self.jitter = jitter
+        self._random = random.Random(seed)
+        self._release_at = 0.0
+        self._originals: list[tuple[Any, Any]] = []
+        for protocol in _protocols(pc):
+            transport = protocol.transport
+            original = transport.sendto
+            self._originals.append((transport, original))
+            transport.sendto = self._wrap(original)
+
+    def _wrap(self, original: Any) -> Any:
+        def sendto(data: bytes, addr: Any = None) -> None:
+            if not (len(data) > 0 and 127 < data[0] < 192):
+                original(data, addr)
+                return
+            loop = asyncio.get_running_loop()
+            at = max(
+                loop.time() + self._random.uniform(0, self.jitter), self._release_at
+            )
+            self._release_at = at + 1e-6
+            loop.call_at(at, original, data, addr)
+
+        return sendto
+
+    def restore(self) -> None:
+        for transport, original in self._originals:
+            transport.sendto = original

@@ -1,0 +1,127 @@
+"""Everything the findings of one report are judged on, gathered once.
+
+A report looks at a window of recent samples (``Thresholds.window``) ending
+now, or when the peer left. Departed peers are judged as they were then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from .client_stats import ClientReport
+from .records import Flow, LevelPoint, PeerRecord, Sample, SubFlow, total
+from .thresholds import Thresholds
+
+T = TypeVar("T")
+
+
+@dataclass
+class Context:
+    record: PeerRecord
+    now: float
+    thresholds: Thresholds
+    #: the other peers of the channel (live or departed) during the window
+    others: list[PeerRecord]
+    #: the channel has nobody else right now (live peers only), since when
+    alone_since: float | None = None
+    window: list[Sample] = field(init=False)
+    uplink: Flow | None = field(init=False)
+    downlink: Flow = field(init=False)
+    client: list[ClientReport] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.window = self.samples_of(self.record, self.thresholds.window)
+        uplinks = [s.uplink for s in self.window if s.uplink is not None]
+        self.uplink = total(uplinks) if uplinks else None
+        self.downlink = total(s.downlink for s in self.window)
+        self.client = recent(
+            self.record.client,
+            self.now - self.thresholds.window,
+            self.now,
+            lambda r: r.received_at,
+        )
+
+    def samples_of(self, record: PeerRecord, seconds: float) -> list[Sample]:
+        return recent(record.samples, self.now - seconds, self.now, lambda s: s.t)
+
+    def levels_of(self, record: PeerRecord, seconds: float) -> list[LevelPoint]:
+        return recent(record.levels, self.now - seconds, self.now, lambda p: p.t)
+
+    def subs_from(
+        self, subscriber: PeerRecord, publisher: str, seconds: float
+    ) -> list[SubFlow]:
+        """What ``subscriber`` was sent of ``publisher``'s microphone."""
+        return [
+            sub
+            for sample in self.samples_of(subscriber, seconds)
+            for sub in sample.subs
+            if sub.publisher == publisher
+        ]
+
+    @property
+    def rtt_ms(self) -> float | None:
+        """Measured on the downlinks (receiver reports), else the client's pair."""
+        if self.downlink.rtt_ms is not None:
+            return self.downlink.rtt_ms
+        rtts = [rtt for r in self.client[-1:] for rtt in r.rtt.values()]
+        return 1000 * sum(rtts) / len(rtts) if rtts else None
+
+    def present_for(self, seconds: float) -> bool:
+        return self.now - self.record.joined_at >= seconds
+
+    def other(self, peer_id: str) -> PeerRecord | None:
+        return next((o for o in self.others if o.peer_id == peer_id), None)
+
+
+def recent(
+    items: Sequence[T], start: float, end: float, time_of: Callable[[T], float]
+) -> list[T]:
+    """The items of a time-ordered history within (start, end], read from the
+    newest end (a window is short, a history long)."""
+    out: list[T] = []
+    for item in reversed(items):
+        t = time_of(item)
+        if t <= start:
+            break
+        if t <= end:
+            out.append(item)
+    out.reverse()
+    return out
+
+
+def interval_of(samples: Sequence[Sample]) -> float:
+    """The mean seconds between samples (0 with fewer than two)."""
+    if len(samples) < 2:
+        return 0.0
+    return (samples[-1].t - samples[0].t) / (len(samples) - 1)
+
+
+def rolling(
+    samples: list[Sample], span: float, pick: Callable[[Sample], Flow | None]
+) -> list[tuple[float, Flow | None]]:
+    """Each sample's time with the flows of the last ``span`` seconds summed."""
+    out: list[tuple[float, Flow | None]] = []
+    start = 0
+    for i, sample in enumerate(samples):
+        while samples[start].t <= sample.t - span:
+            start += 1
+        flows = [f for s in samples[start : i + 1] if (f := pick(s)) is not None]
+        out.append((sample.t, total(flows) if flows else None))
+    return out
+
+
+def run_since(points: Iterable[tuple[float, bool]], gap: float) -> float | None:
+    """Start of the latest run of True points, tolerating False stretches
+    shorter than ``gap`` seconds (noisy measures cross a threshold unevenly)."""
+    since: float | None = None
+    calm_from: float | None = None
+    for t, crossed in sorted(points, reverse=True):
+        if crossed:
+            since, calm_from = t, None
+        elif since is not None:
+            calm_from = calm_from or t
+            if calm_from - t >= gap:
+                break
+    return since

@@ -1,0 +1,123 @@
+"""``/metrics``: Prometheus text read from live state at scrape time.
+
+One registry per ``Diagnostics`` (tests run many servers in one process) and
+one custom collector: nothing is counted on the forwarding path; the values are
+read from the connection manager, the media core and the stats collector when
+Prometheus asks.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from sfu.server import SfuServer
+    from signaling.connections import ConnectionManager
+
+    from .collector import StatsCollector
+    from .store import PeerStore
+
+
+class ServerMetrics(Collector):
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        sfu: SfuServer,
+        collector: StatsCollector,
+        store: PeerStore,
+        keyframe_requests: Counter[bool],
+        findings: Callable[[], Counter[tuple[str, str]]],
+    ) -> None:
+        self.manager = manager
+        self.sfu = sfu
+        self.collector = collector
+        self.store = store
+        self.keyframe_requests = keyframe_requests
+        self.findings = findings
+
+    def collect(self) -> Iterator[Metric]:
+        connections = GaugeMetricFamily(
+            "miscord_connections", "Live WebSocket connections", labels=["kind"]
+        )
+        kinds = Counter(c.kind or "unjoined" for c in self.manager.live.values())
+        for kind in ("voice", "events", "unjoined"):
+            connections.add_metric([kind], kinds.get(kind, 0))
+        yield connections
+        yield GaugeMetricFamily(
+            "miscord_participants",
+            "Voice participants",
+            value=len(self.sfu.participants),
+        )
+        yield GaugeMetricFamily(
+            "miscord_channels", "Voice channels", value=len(self.sfu.channels)
+        )
+        peers = GaugeMetricFamily(
+            "miscord_diagnosed_peers", "Peers with a report", labels=["state"]
+        )
+        peers.add_metric(["live"], len(self.store.live))
+        peers.add_metric(["departed"], len(self.store.departed))
+        yield peers
+        yield CounterMetricFamily(
+            "miscord_forwarded_packets",
+            "RTP packets sent to subscribers (counted every stats interval)",
+            value=self.collector.forwarded_packets,
+        )
+        yield CounterMetricFamily(
+            "miscord_forwarded_bytes",
+            "RTP payload bytes sent to subscribers (counted every stats interval)",
+            value=self.collector.forwarded_bytes,
+        )
+        keyframes = CounterMetricFamily(
+            "miscord_keyframe_requests",
+            "Keyframe requests by viewers; sent=false were coalesced or deferred",
+            labels=["sent"],
+        )
+        for sent in (True, False):
+            keyframes.add_metric([str(sent).lower()], self.keyframe_requests[sent])
+        yield keyframes
+        errors = CounterMetricFamily(
+            "miscord_errors", "error messages sent to clients", labels=["code"]
+        )
+        for code, count in sorted(self.manager.errors.items()):
+            errors.add_metric([code], count)
+        yield errors
+        findings = GaugeMetricFamily(
+            "miscord_findings",
+            "Live peers whose report has this finding now",
+            labels=["code", "severity"],
+        )
+        for (code, severity), count in sorted(self.findings().items()):
+            findings.add_metric([code, severity], count)
+        yield findings
+        yield SummaryMetricFamily(
+            "miscord_stats_collector_seconds",
+            "Duration of one stats collection over every live peer",
+            count_value=self.collector.ticks,
+            sum_value=self.collector.seconds_total,
+        )
+        yield GaugeMetricFamily(
+            "miscord_stats_collector_last_seconds",
+            "Duration of the last stats collection",
+            value=self.collector.last_seconds,
+        )
+
+
+def registry_for(metrics: ServerMetrics) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> tuple[bytes, str]:
+    return generate_latest(registry), CONTENT_TYPE_LATEST

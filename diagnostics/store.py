@@ -1,0 +1,47 @@
+"""Every peer diagnostics knows: the live ones and the recently departed.
+
+A departed peer stays ``retention`` seconds so a dropped user can still be
+diagnosed, and at most ``max_departed`` of them are kept (oldest go first), so
+a busy server's memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from .records import PeerRecord
+
+
+class PeerStore:
+    def __init__(self, retention: float, max_departed: int) -> None:
+        self.retention = retention
+        self.max_departed = max_departed
+        self.live: dict[str, PeerRecord] = {}
+        self.departed: OrderedDict[str, PeerRecord] = OrderedDict()
+
+    def get(self, peer_id: str) -> PeerRecord | None:
+        return self.live.get(peer_id) or self.departed.get(peer_id)
+
+    def add(self, record: PeerRecord) -> None:
+        self.live[record.peer_id] = record
+
+    def depart(self, peer_id: str, reason: str, t: float) -> PeerRecord | None:
+        record = self.live.pop(peer_id, None)
+        if record is None:
+            return None
+        record.left_at, record.leave_reason = t, reason
+        record.state, record.state_since = "closed", t
+        self.departed[peer_id] = record
+        self.prune(t)
+        return record
+
+    def prune(self, now: float) -> None:
+        while self.departed:
+            oldest = next(iter(self.departed.values()))
+            expired = now - (oldest.left_at or now) > self.retention
+            if not expired and len(self.departed) <= self.max_departed:
+                return
+            self.departed.popitem(last=False)
+
+    def all(self) -> list[PeerRecord]:
+        return [*self.live.values(), *self.departed.values()]

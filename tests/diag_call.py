@@ -1,0 +1,116 @@
+"""Helpers for diagnostics tests: short judging windows, reports read over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any
+
+import aiohttp
+
+from tests.media import ToneTrack
+
+#: judging windows short enough for tests (the defaults are for real calls)
+FAST = {
+    "window": 4.0,
+    "silence_seconds": 2.0,
+    "publish_grace": 2.0,
+    "one_way_grace": 3.0,
+}
+
+
+async def diag_server(start_server, **overrides):
+    server = await start_server(stats_interval=0.5, **overrides)
+    diagnostics = server.services.diagnostics
+    diagnostics.thresholds = dataclasses.replace(diagnostics.thresholds, **FAST)
+    return server
+
+
+async def participant(
+    clients, server, user: str, freq: float | None = 440, stats: bool = True
+):
+    """A voice participant; ``freq`` None publishes nothing."""
+    client = clients(server, user)
+    await client.join("room")
+    if freq is not None:
+        client.tone = ToneTrack(freq)
+        await client.publish(microphone=client.tone)
+    if stats:
+        client.start_stats(1.0)
+    return client
+
+
+async def connected(server, *clients, timeout: float = 10.0) -> None:
+    """Every client's participant is connected and receives the others."""
+    sfu = server.services.sfu
+    deadline = time.monotonic() + timeout
+    while True:
+        ready = all(
+            (p := sfu.participants.get(c.peer_id)) is not None
+            and p.state == "connected"
+            and len(c.remote) >= sum(1 for o in clients if o is not c and o.published)
+            for c in clients
+        )
+        if ready:
+            return
+        assert time.monotonic() < deadline, "the call did not connect in time"
+        await asyncio.sleep(0.05)
+
+
+async def fetch(
+    server, path: str, token: str | None = "support", **kwargs: Any
+) -> tuple[int, Any]:
+    """GET (or ``method=``) a path; ``token`` is a user name (support role for
+    "support") or None for no Authorization header."""
+    headers = dict(kwargs.pop("headers", {}))
+    if token is not None:
+        role = "support" if token == "support" else "member"
+        headers["Authorization"] = f"Bearer {server.token(token, role=role)}"
+    method = kwargs.pop("method", "GET")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, server.url + path, headers=headers, **kwargs) as resp,
+    ):
+        if resp.content_type == "application/json":
+            return resp.status, await resp.json()
+        return resp.status, await resp.text()
+
+
+async def report(server, peer_id: str) -> dict[str, Any]:
+    status, body = await fetch(server, f"/api/peers/{peer_id}/report")
+    assert status == 200, body
+    return body
+
+
+async def wait_report(server, peer_id: str, until, timeout: float = 12.0) -> dict:
+    """Poll the report until ``until(report)`` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = await report(server, peer_id)
+        if until(body):
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"report never matched: {summary(body)}")
+        await asyncio.sleep(0.25)
+
+
+def has(code: str, side: str):
+    return lambda body: (code, side) in found(body)
+
+
+def found(body: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(f["code"], f["side"]) for f in body["findings"]}
+
+
+def finding(body: dict[str, Any], code: str) -> dict[str, Any]:
+    return next(f for f in body["findings"] if f["code"] == code)
+
+
+def summary(body: dict[str, Any]) -> dict[str, Any]:
+    """The report without its long parts, findings as (code, side, severity)."""
+    short = {k: v for k, v in body.items() if k not in ("timeline", "series")}
+    short["findings"] = [
+        (f["code"], f["side"], f["severity"]) for f in body["findings"]
+    ]
+    return short

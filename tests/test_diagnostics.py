@@ -1,0 +1,302 @@
+"""The audio-diagnosis report with real aiortc peers: each fault is injected in a
+client (the server is untouched) and the report must name it, with its side."""
+
+import asyncio
+import time
+
+from tests.diag_call import (
+    connected,
+    diag_server,
+    fetch,
+    finding,
+    found,
+    has,
+    participant,
+    report,
+    summary,
+    wait_report,
+)
+from tests.faults import IncomingFault, OutgoingFault
+
+
+async def test_healthy_call_has_no_findings_and_scores_above_80(start_server, clients):
+    server = await diag_server(start_server)
+    a = await participant(clients, server, "alice", 440)
+    b = await participant(clients, server, "bob", 660)
+    await connected(server, a, b)
+
+    def settled(body):
+        return len(body["series"]["t"]) >= 8 and body["downlink"]["score"] is not None
+
+    for client in (a, b):
+        body = await wait_report(server, client.peer_id, settled)
+        assert body["findings"] == [], summary(body)
+        assert body["verdict"] == "ok"
+        for side in ("uplink", "downlink"):
+            assert body[side]["score"] > 80 and body[side]["mos"] > 4.0, summary(body)
+            assert body[side]["loss_pct"] < 1
+        events = {e["event"] for e in body["timeline"]}
+        assert {"joined", "published", "negotiated", "offer", "subscribed"} <= events
+        assert {"ice", "dtls", "connection", "state"} <= events
+        series = body["series"]
+        assert len(set(map(len, series.values()))) == 1  # aligned
+        assert any(level is not None and level > -30 for level in series["level_dbov"])
+    # the stats API: the latest raw sample, derived rates and the client's report
+    status, stats = await fetch(server, f"/api/peers/{a.peer_id}/stats")
+    assert status == 200
+    types = {item["type"] for item in stats["latest"]["stats"]}
+    assert {"transport", "inbound-rtp", "outbound-rtp", "remote-inbound-rtp"} <= types
+    assert stats["history"][-1]["uplink"]["packets_per_s"] > 40
+    assert stats["client"]["inbound"][0]["peer_id"] == b.peer_id
+    assert stats["client"]["outbound"][0]["packetsSent"] > 0
+
+
+async def test_publisher_sending_silence(start_server, clients):
+    server = await diag_server(start_server)
+    a = clients(server, "alice")
+    await a.join("room")
+    from tests.media import ToneTrack
+
+    mute_tone = ToneTrack(440)
+    mute_tone.silent = True
+    await a.publish(microphone=mute_tone)
+    b = await participant(clients, server, "bob", 660)
+    await connected(server, a, b)
+    body = await wait_report(server, a.peer_id, has("silent_microphone", "uplink"))
+    assert body["verdict"] == "broken"
+    silent = finding(body, "silent_microphone")
+    assert silent["severity"] == "critical"
+    assert silent["evidence"]["max_dbov"] <= -100
+    assert ("silent_microphone", "uplink") not in found(await report(server, b.peer_id))
+
+
+async def test_participant_that_publishes_nothing(start_server, clients):
+    server = await diag_server(start_server)
+    a = await participant(clients, server, "alice", None)
+    b = await participant(clients, server, "bob", 660)
+    await connected(server, a, b)
+    body = await wait_report(server, a.peer_id, has("no_audio_published", "uplink"))
+    assert body["verdict"] == "broken"
+    assert body["uplink"]["score"] is None  # nothing measured, nothing claimed
+    assert found(await report(server, b.peer_id)) == set()
+
+
+async def test_uplink_loss_is_the_publishers_not_its_listeners(start_server, clients):
+    server = await diag_server(start_server)
+    a = await participant(clients, server, "alice", 440)
+    b = await participant(clients, server, "bob", 660)
+    await connected(server, a, b)
+    fault = OutgoingFault(a.publish_pc, drop=0.1)
+    body = await wait_report(server, a.peer_id, has("uplink_loss", "uplink"))
+    assert body["verdict"] == "degraded"
+    loss = finding(body, "uplink_loss")
+    assert loss["evidence"]["threshold_pct"] == 3.0
+    await asyncio.sleep(2.0)  # a full window of loss
+    body = await report(server, a.peer_id)
+    assert 5 < body["uplink"]["loss_pct"] < 16, summary(body)
+    assert body["uplink"]["score"] < 80
+    # bob's receiver reports carry alice's gaps, but bob's own downlink is clean
+    bob = await report(server, b.peer_id)
+    assert ("downlink_loss", "downlink") not in found(bob), summary(bob)
+    assert bob["downlink"]["loss_pct"] < 3
+    assert fault.dropped > 0
+
+
+async def test_downlink_loss_on_one_subscriber_only(start_server, clients):
+    server = await diag_server(start_server)
+    a = await participant(clients, server, "alice", 440)
+    b = await participant(clients, server, "bob", 660)
+    c = await participant(clients, server, "carol", 880)
+    await connected(server, a, b, c)
+    IncomingFault(c.subscribe_pc, drop=0.1)
+    body = await wait_report(server, c.peer_id, has("downlink_loss", "downlink"))
+    assert body["verdict"] == "degraded"
+    evidence = finding(body, "downlink_loss")["evidence"]
+    assert evidence["loss_pct_by_peer"]
+    assert set(evidence["loss_pct_by_peer"]) <= {a.peer_id, b.peer_id}
+    for other in (a, b):
+        body = await report(server, other.peer_id)
+        assert found(body) == set(), summary(body)
+
+
+async def test_added_jitter_on_the_uplink(start_server, clients):
+    server = await diag_server(start_server)
+    a = await participant(clients, server, "alice", 440)
+    b = await participant(clients, server, "bob", 660)
+    await connected(server, a, b)
+    OutgoingFault(a.publish_pc, jitter=0.4)
+    body = await wait_report(server, a.peer_id, has("high_jitter", "uplink"))
+    assert body["verdict"] == "degraded"
+    jitter = finding(body, "high_jitter")
+    assert jitter["evidence"]["jitter_ms"] >= jitter["evidence"]["threshold_ms"] == 30
+
+
+async def test_killed_transport_is_diagnosable_after_removal(start_server, clients):
+    server = await diag_server(start_server, media_silence=1.0, media_grace=1.0)
+    a = await participant(clients, server, "alice", 440)
+    b = await participant(clients, server, "bob", 660)
+    await connected(server, a, b)
+    OutgoingFault(a.publish_pc).cut = True
+    OutgoingFault(a.subscribe_pc).cut = True
+    deadline = time.monotonic() + 10
+    while a.peer_id in server.services.sfu.participants:
+        assert time.monotonic() < deadline, "the killed peer was never removed"
+        await asyncio.sleep(0.1)
+    body = await report(server, a.peer_id)
+    assert body["live"] is False and body["state"] == "closed"
+    assert body["verdict"] == "broken"
+    assert found(body) == {("not_connected", "both")}
+    assert finding(body, "not_connected")["evidence"]["leave_reason"] == "timeout"
+    events = [e["event"] for e in body["timeline"]]
+    assert events[-1] == "left" and body["timeline"][-1]["detail"] == {
+        "reason": "timeout"
+    }
+    assert "disconnected" in {
+        e["detail"].get("state") for e in body["timeline"] if e["event"] == "state"
+    }
+    # still listed, and its own user may still read it
+    status, peers = await fetch(server, "/api/peers")
+    assert {p["peer_id"]: p["live"] for p in peers}[a.peer_id] is False
+    status, _ = await fetch(server, f"/api/peers/{a.peer_id}/report", token="alice")
+    assert status == 200
+
+
+async def test_one_way_audio_names_both_ends(start_server, clients):
+    server = await diag_server(start_server)
+    a = await participant(clients, server, "alice", 440)
+    b = await participant(clients, server, "bob", 660)
+    await connected(server, a, b)
+    IncomingFault(b.subscribe_pc, drop=1.0)  # bob's download carries no RTP
+    bob = await wait_report(server, b.peer_id, has("one_way_audio", "downlink"))
+    assert bob["verdict"] == "broken"
+    assert finding(bob, "one_way_audio")["remote_peer"] == a.peer_id
+    assert bob["downlink"]["score"] == 0
+    alice = await wait_report(server, a.peer_id, has("one_way_audio", "uplink"))
+    assert finding(alice, "one_way_audio")["remote_peer"] == b.peer_id
+
+
+async def test_client_reported_concealment_names_the_remote_peer(start_server, clients):
+    server = await diag_server(start_server)
+    a = await participant(clients, server, "alice", 440, stats=False)
+    b = await participant(clients, server, "bob", 660)
+    c = await participant(clients, server, "carol", 880)
+    await connected(server, a, b, c)
+
+    def stats(seconds: float, concealed_from_b: float) -> dict:
+        samples = 48000 * seconds
+        inbound = [
+            {
+                "peer_id": b.peer_id,
+                "source": "microphone",
+                "packetsReceived": 50 * seconds,
+                "packetsLost": 0,
+                "concealedSamples": concealed_from_b,
+                "totalSamplesReceived": samples,
+                "totalAudioEnergy": seconds * 0.1,
+            },
+            {
+                "peer_id": c.peer_id,
+                "source": "microphone",
+                "packetsReceived": 50 * seconds,
+                "packetsLost": 0,
+                "concealedSamples": samples * 0.002,
+                "totalSamplesReceived": samples,
+                "totalAudioEnergy": seconds * 0.1,
+            },
+        ]
+        return {"timestamp": time.time(), "outbound": [], "inbound": inbound}
+
+    await a.send_stats(stats(10, 48000 * 10 * 0.01))
+    await asyncio.sleep(1.1)
+    await a.send_stats(stats(12, 48000 * 10 * 0.01 + 48000 * 2 * 0.08))
+    body = await wait_report(
+        server,
+        a.peer_id,
+        lambda r: has("robotic_audio", "downlink")(r) and r["downlink"]["score"],
+    )
+    robotic = [f for f in body["findings"] if f["code"] == "robotic_audio"]
+    assert [f["remote_peer"] for f in robotic] == [b.peer_id]
+    assert robotic[0]["evidence"]["band"] == "bad"
+    assert 7.5 < robotic[0]["evidence"]["concealment_pct"] < 8.5
+    assert body["verdict"] == "degraded"
+    # the server's own counters are clean: nothing else is wrong
+    assert found(body) == {("robotic_audio", "downlink")}, summary(body)
+    assert body["downlink"]["score"] > 80
+
+
+async def test_mute_and_microphone_taken_by_the_os(start_server, clients):
+    server = await diag_server(start_server)
+    a = await participant(clients, server, "alice", 440, stats=False)
+    b = await participant(clients, server, "bob", 660)
+    await connected(server, a, b)
+    await a.mute("microphone", True)
+    body = await wait_report(server, a.peer_id, has("muted", "uplink"))
+    assert finding(body, "muted")["severity"] == "warning"
+    await a.mute("microphone", False)
+    await wait_report(server, a.peer_id, lambda r: not found(r))
+    await asyncio.sleep(1.0)  # reports from before the unmute are forgiven
+    # unmuted in the app, but the browser says the track is muted (OS, hardware)
+    await a.send_stats(
+        {
+            "outbound": [
+                {"source": "microphone", "trackMuted": True, "trackEnabled": True}
+            ]
+        }
+    )
+    body = await wait_report(server, a.peer_id, has("mic_muted_by_os", "uplink"))
+    assert body["verdict"] == "broken"
+
+
+async def test_packets_arrive_but_nothing_plays(start_server, clients):
+    server = await diag_server(start_server)
+    a = await participant(clients, server, "alice", 440, stats=False)
+    b = await participant(clients, server, "bob", 660)
+    await connected(server, a, b)
+    for n in (1, 2):
+        entry = {
+            "peer_id": b.peer_id,
+            "packetsReceived": 100 * n,
+            "totalSamplesReceived": 0,
+            "concealedSamples": 0,
+        }
+        await a.send_stats({"inbound": [entry]})
+        await asyncio.sleep(1.05)
+    body = await wait_report(server, a.peer_id, has("no_playout", "downlink"))
+    assert finding(body, "no_playout")["remote_peer"] == b.peer_id
+    assert body["verdict"] == "broken"
+
+
+async def test_alone_in_the_channel_is_information(start_server, clients):
+    server = await diag_server(start_server)
+    a = await participant(clients, server, "alice", 440)
+    await connected(server, a)
+    body = await wait_report(server, a.peer_id, has("alone_in_channel", "both"))
+    assert body["verdict"] == "ok"
+    assert finding(body, "alone_in_channel")["severity"] == "info"
+
+
+async def test_connection_flapping(start_server, clients):
+    server = await diag_server(start_server, media_silence=2.0, media_grace=10.0)
+    a = await participant(clients, server, "alice", 440)
+    b = await participant(clients, server, "bob", 660)
+    await connected(server, a, b)
+    participant_a = server.services.sfu.participants[a.peer_id]
+    for _ in range(2):
+        faults = [OutgoingFault(pc) for pc in (a.publish_pc, a.subscribe_pc)]
+        for fault in faults:
+            fault.cut = True
+        deadline = time.monotonic() + 8
+        while participant_a.state != "disconnected":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        for fault in faults:
+            fault.restore()
+        while participant_a.state != "connected":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    # the cuts' own loss leaves the window; the drops stay remembered
+    body = await wait_report(
+        server, a.peer_id, lambda r: found(r) == {("connection_flapping", "both")}
+    )
+    assert finding(body, "connection_flapping")["evidence"]["drops"] >= 2
+    assert body["verdict"] == "degraded", summary(body)
