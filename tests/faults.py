@@ -96,39 +96,3 @@ class IncomingFault:
     def restore(self) -> None:
         for protocol, original in self._originals:
             protocol.datagram_received = original
-
-
-class JitterFault:
-    """Delays each outgoing RTP/RTCP datagram of a client pc by a random 0..jitter
-    seconds, never ahead of the one before it: a queue that fills and drains,
-    jitter without reordering (reordered packets do not count in RFC 3550's
-    jitter estimate, so a reordering fault understates it)."""
-
-    def __init__(self, pc: RTCPeerConnection, jitter: float, seed: int = 3) -> None:
-        self.jitter = jitter
-        self._random = random.Random(seed)
-        self._release_at = 0.0
-        self._originals: list[tuple[Any, Any]] = []
-        for protocol in _protocols(pc):
-            transport = protocol.transport
-            original = transport.sendto
-            self._originals.append((transport, original))
-            transport.sendto = self._wrap(original)
-
-    def _wrap(self, original: Any) -> Any:
-        def sendto(data: bytes, addr: Any = None) -> None:
-            if not (len(data) > 0 and 127 < data[0] < 192):
-                original(data, addr)
-                return
-            loop = asyncio.get_running_loop()
-            at = max(
-                loop.time() + self._random.uniform(0, self.jitter), self._release_at
-            )
-            self._release_at = at + 1e-6
-            loop.call_at(at, original, data, addr)
-
-        return sendto
-
-    def restore(self) -> None:
-        for transport, original in self._originals:
-            transport.sendto = original
