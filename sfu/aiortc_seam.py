@@ -618,7 +618,3 @@ def restrict_codecs(
         if c.payloadType == keep.payloadType
         or (is_rtx(c) and c.parameters.get("apt") == keep.payloadType)
     ]
-
-
-def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
-    return list(transceiver._codecs)

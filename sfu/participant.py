@@ -40,8 +40,6 @@ screen_log = logging.getLogger("miscord.screen")
 
 MAX_CANDIDATES = 64  # trickled per connection; each one costs ICE checks
 
-STATES = ("joining", "connecting", "connected", "disconnected", "failed", "closed")
-
 
 class Participant:
     def __init__(self, channel: Channel, peer_id: str, user_id: str, name: str) -> None:

@@ -1,4 +1,4 @@
-"""Small helpers for owning asyncio tasks and timers."""
+"""Owning asyncio tasks: one owner starts them and cancels them all on close."""
 
 from __future__ import annotations
 
@@ -8,18 +8,6 @@ from collections.abc import Coroutine
 from typing import Any
 
 log = logging.getLogger("miscord.debug")
-
-
-async def cancel(task: asyncio.Task[Any] | None) -> None:
-    """Cancel ``task`` and wait until it has finished."""
-    if task is None or task.done():
-        return
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
-            raise
 
 
 class TaskGroup:
