@@ -1,14 +1,11 @@
 """The lifecycle tracker: media-core events become each peer's timeline.
 
-It only listens (the bus calls it synchronously, so it does no I/O) and, for
-DTLS, which the media core does not report, it listens to aiortc's own
-``statechange`` of each connection's DTLS transport.
+It only listens: the bus calls it synchronously, so it does no I/O.
 """
 
 from __future__ import annotations
 
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from sfu import events
@@ -25,7 +22,6 @@ class EventRecorder:
         self.store = store
         self.sfu = sfu
         self.history = history
-        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def __call__(self, event: events.Event) -> None:
         now = time.time()
@@ -58,14 +54,12 @@ class EventRecorder:
                 record.add(
                     now, "offer", pc="subscribe", by="server", tracks=len(tracks)
                 )
-                self._watch_dtls(record, "subscribe")
             case events.Negotiated(pc=pc, offerer=offerer, seconds=seconds, ok=ok):
                 detail: dict[str, Any] = {"pc": pc, "offerer": offerer}
                 detail.update(seconds=seconds, ok=ok)
                 if event.detail:
                     detail["error"] = event.detail[:200]
                 record.add(now, "negotiated", **detail)
-                self._watch_dtls(record, pc)
             case events.TrackPublished(source=source, codec=codec):
                 record.add(now, "published", source=source, codec=codec)
                 if source == "microphone":
@@ -98,22 +92,3 @@ class EventRecorder:
         participant = self.sfu.participants.get(peer_id)
         pub = participant.publish.by_source("microphone") if participant else None
         return bool(pub and pub.muted)
-
-    def _watch_dtls(self, record: PeerRecord, pc_name: str) -> None:
-        """Follow the DTLS state of one of the peer's connections (once)."""
-        participant = self.sfu.participants.get(record.peer_id)
-        if participant is None:
-            return
-        session = participant.publish if pc_name == "publish" else participant.subscribe
-        transceivers = session.pc.getTransceivers() if session.pc else []
-        if not transceivers:
-            return
-        dtls = transceivers[0].receiver.transport
-        if dtls in self._watched:
-            return
-        self._watched.add(dtls)
-
-        def changed() -> None:
-            record.add(time.time(), "dtls", pc=pc_name, state=dtls.state)
-
-        dtls.on("statechange", changed)

@@ -552,7 +552,7 @@ class SendHook:
                 report.add(
                     RTCRemoteInboundRtpStreamStats(
                         **common,
-                        packetsReceived=0,
+                        packetsReceived=item["packetsReceived"],
                         packetsLost=item["packetsLost"],
                         jitter=item["jitter"],
                         roundTripTime=item["roundTripTime"],

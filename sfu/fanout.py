@@ -108,6 +108,9 @@ class FanoutSender:
         self._wire_packets_counted = 0
         self._wire_bytes_counted = 0
         self.retransmitted_packets = 0
+        #: sequence numbers skipped in what we forwarded (lost upstream)
+        self.gaps_forwarded = 0
+        self._first_seq = 0
         self.nack_count = 0
         self.pli_count = 0
         self.fir_count = 0
@@ -202,9 +205,16 @@ class FanoutSender:
         self.wire_bytes += hook.send(data)
         self.packets_sent += 1
         self.bytes_sent += len(payload)
-        if self._last_seq is None or ((seq - self._last_seq) & 0xFFFF) < 0x8000:
-            self._last_seq, self._last_ts = seq, ts
-            self._last_at = self.publication.last_packet_at
+        last = self._last_seq
+        if last is None:
+            self._first_seq = seq
+        else:
+            step = (seq - last) & 0xFFFF
+            if step >= 0x8000:
+                return  # a late packet: the newest one stays the reference
+            self.gaps_forwarded += step - 1  # lost before us, not by this downlink
+        self._last_seq, self._last_ts = seq, ts
+        self._last_at = self.publication.last_packet_at
 
     def _keyframe_starts(self, packet: RtpPacket) -> bool:
         """While waiting for a keyframe: is this its first packet? (asks again if
@@ -279,9 +289,13 @@ class FanoutSender:
             )
             self.rtt_total += rtt
             self.rtt_count += 1
+        # the report counts from the first sequence number it saw, ours
+        expected = ((report.highest_sequence - self._first_seq) & 0xFFFFFFFF) + 1
         self.remote = {
             "timestamp": time.time(),
             "packetsLost": report.packets_lost,
+            "packetsReceived": max(0, expected - report.packets_lost),
+            "highestSequenceNumber": report.highest_sequence,
             "fractionLost": report.fraction_lost / 256,
             "jitter": report.jitter / self._clock,
         }
@@ -357,6 +371,7 @@ class FanoutSender:
                 "packetsSent": self.packets_sent,
                 "bytesSent": self.bytes_sent,
                 "retransmittedPacketsSent": self.retransmitted_packets,
+                "packetsMissingUpstream": self.gaps_forwarded,
                 "nackCount": self.nack_count,
                 "pliCount": self.pli_count,
                 "firCount": self.fir_count,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCPeerConnection
@@ -56,6 +57,7 @@ class Participant:
         self.joined_at = time.time()
         self.closed = False
         self.close_reason: str | None = None
+        self._dtls_watched: weakref.WeakSet[RTCPeerConnection] = weakref.WeakSet()
         #: mute state asked for before the source was published
         self._mute_wanted: dict[str, bool] = {}
 
@@ -169,6 +171,28 @@ class Participant:
 
         pc.on("iceconnectionstatechange", on_change("ice", "iceConnectionState"))
         pc.on("connectionstatechange", on_change("connection", "connectionState"))
+
+    def watch_dtls(self, name: str, pc: RTCPeerConnection) -> None:
+        """Report the DTLS state of ``pc`` too (aiortc's pc has no event for it);
+        its bundled transport exists once the first description is applied."""
+        transceivers = pc.getTransceivers()
+        if not transceivers or pc in self._dtls_watched:
+            return
+        self._dtls_watched.add(pc)
+        dtls = transceivers[0].receiver.transport
+
+        def changed() -> None:
+            self.emit(
+                TransportChanged(
+                    self.channel_id,
+                    self.peer_id,
+                    pc=name,
+                    layer="dtls",
+                    state=dtls.state,
+                )
+            )
+
+        dtls.on("statechange", changed)
 
     def _pcs(self) -> list[tuple[str, RTCPeerConnection, Any]]:
         return [

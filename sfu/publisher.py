@@ -74,6 +74,7 @@ class PublishSession:
         self._update_publications(pc, offered, sources)
         await pc.setLocalDescription(await pc.createAnswer())
         self.probe.watch(pc, inline_rtp=self.participant.settings.forwarding != "relay")
+        self.participant.watch_dtls("publish", pc)
         self._negotiated(started, True)
         return pc.localDescription.sdp
 

@@ -189,6 +189,7 @@ class SubscribeSession:
             started = time.monotonic()
             await self.pc.setLocalDescription(await self.pc.createOffer())
             self.probe.watch(self.pc)
+            self.participant.watch_dtls("subscribe", self.pc)
             tracks = {
                 slot.mid: {
                     "peer_id": slot.carries.peer_id,
