@@ -17,36 +17,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fractions
 import json
-import os
-import platform
-import re
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
-import av
-import numpy as np
-import psutil
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from aiortc import MediaStreamTrack
-from aiortc.mediastreams import MediaStreamError
 from prometheus_client.parser import text_string_to_metric_families
 
-from signaling import auth
-from signaling.client import VoiceClient
+from benchmarks.common import (
+    SECRET,
+    ServerProcess,
+    Worker,
+    emit,
+    machine,
+    write_section,
+)
 
-RESULTS = ROOT / "docs" / "benchmarks.md"
-SECTION = "stats_collector"
-SECRET = "stats-collector-benchmark-secret-000000"
 WORKERS = 2
 DEFAULT_INTERVAL = 2.0
 
@@ -54,81 +41,25 @@ DEFAULT_INTERVAL = 2.0
 # --- clients (worker processes) ---------------------------------------------------
 
 
-def opus_frame() -> bytes:
-    """One 20 ms Opus frame of a tone, encoded once and sent over and over."""
-    encoder = av.CodecContext.create("libopus", "w")
-    encoder.sample_rate, encoder.layout, encoder.format = 48000, "stereo", "s16"
-    encoder.time_base = fractions.Fraction(1, 48000)
-    packets: list[bytes] = []
-    for i in range(5):
-        t = (np.arange(960) + i * 960) / 48000
-        tone = (0.3 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(
-            np.repeat(tone, 2).reshape(1, -1), format="s16", layout="stereo"
-        )
-        frame.sample_rate, frame.pts = 48000, i * 960
-        packets += [bytes(p) for p in encoder.encode(frame)]
-    return packets[-1]
-
-
-class OpusLoop(MediaStreamTrack):
-    """A microphone that sends a ready Opus frame every 20 ms (aiortc packs an
-    ``av.Packet`` with pts and time_base without encoding it)."""
-
-    kind = "audio"
-
-    def __init__(self, payload: bytes) -> None:
-        super().__init__()
-        self.payload = payload
-        self.pts = 0
-        self.start: float | None = None
-
-    async def recv(self) -> av.Packet:  # type: ignore[override]
-        if self.readyState != "live":
-            raise MediaStreamError
-        self.start = self.start or time.monotonic()
-        wait = self.start + self.pts / 48000 - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        packet = av.Packet(self.payload)
-        packet.pts, packet.time_base = self.pts, fractions.Fraction(1, 48000)
-        self.pts += 960
-        return packet
-
-
 async def worker(url: str, users: list[str]) -> None:
-    payload = opus_frame()
+    from signaling import auth
+    from signaling.client import VoiceClient
+    from signaling.loadclient import StampedAudio, encode_tone
+
+    opus = encode_tone()
     clients = []
     for user in users:
         token = auth.issue(SECRET, user, ["*"], name=user)
-        client = VoiceClient(
-            url, token, ice_hosts=["127.0.0.1"], raw_sink=lambda remote, packet: None
-        )
+        client = VoiceClient(url, token, raw_sink=lambda remote, packet: None)
         await client.join("bench")
-        await client.publish(microphone=OpusLoop(payload))
+        await client.publish(microphone=StampedAudio(opus_frames=opus))
         clients.append(client)
-    print(json.dumps({"ready": [c.peer_id for c in clients]}), flush=True)
+    emit({"ready": [c.peer_id for c in clients]})
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
 # --- the measuring side -----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    if found := re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text()):
-        cpu = found.group(1).strip()
-    return (
-        f"{cpu}, {psutil.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{time.strftime('%Y-%m-%d')}"
-    )
 
 
 @dataclass
@@ -143,8 +74,8 @@ class Result:
     server_core: float
 
 
-async def scrape(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
-    async with http.get(url + "/metrics") as resp:
+async def scrape(url: str) -> dict[str, float]:
+    async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
         text = await resp.text()
     return {
         sample.name: sample.value
@@ -154,20 +85,13 @@ async def scrape(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
     }
 
 
-async def wait_streams(http: aiohttp.ClientSession, url: str, streams: int) -> None:
+async def wait_streams(server: ServerProcess, streams: int) -> None:
     """Until every subscription forwards (the forwarded-packet rate settles)."""
-    token = auth.issue(SECRET, "bench-support", ["*"], role="support")
-    headers = {"Authorization": f"Bearer {token}"}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        async with http.get(url + "/api/peers", headers=headers) as resp:
-            peers = await resp.json()
         subscribed = 0
-        for peer in peers:
-            async with http.get(
-                f"{url}/api/peers/{peer['peer_id']}/stats", headers=headers
-            ) as resp:
-                stats = await resp.json()
+        for peer in await server.get("/api/peers"):
+            stats = await server.get(f"/api/peers/{peer['peer_id']}/stats")
             latest = (stats.get("latest") or {}).get("stats", [])
             subscribed += sum(
                 1 for s in latest if s["type"] == "outbound-rtp" and s["packetsSent"]
@@ -179,97 +103,50 @@ async def wait_streams(http: aiohttp.ClientSession, url: str, streams: int) -> N
 
 
 async def measure(size: int, seconds: float, interval: float) -> Result:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "signaling.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--secret",
-            SECRET,
-            "--stats-interval",
-            str(interval),
-            "--max-participants",
-            str(size + 1),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if not k.startswith("SFU_")},
+    server = await ServerProcess.start(
+        "--stats-interval", str(interval), "--max-participants", str(size + 1)
     )
-    workers: list[asyncio.subprocess.Process] = []
+    workers: list[Worker] = []
     try:
-        async with aiohttp.ClientSession() as http:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    async with http.get(url + "/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    if time.monotonic() > deadline:
-                        raise
-                await asyncio.sleep(0.2)
-            users = [f"u{i}" for i in range(size)]
-            for w in range(WORKERS):
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    __file__,
-                    "--worker",
-                    url,
-                    *users[w::WORKERS],
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    cwd=ROOT,
-                )
-                workers.append(proc)
-            for proc in workers:
-                assert proc.stdout is not None
-                await asyncio.wait_for(proc.stdout.readline(), 120)
-            streams = size * (size - 1)
-            await wait_streams(http, url, streams)
-            await asyncio.sleep(2 * interval)
-            ps = psutil.Process(server.pid)
-            before, cpu_before = await scrape(http, url), sum(ps.cpu_times()[:2])
-            await asyncio.sleep(seconds)
-            after, cpu_after = await scrape(http, url), sum(ps.cpu_times()[:2])
-        ticks = int(
-            after["miscord_stats_collector_seconds_count"]
-            - before["miscord_stats_collector_seconds_count"]
-        )
-        spent = (
-            after["miscord_stats_collector_seconds_sum"]
-            - before["miscord_stats_collector_seconds_sum"]
-        )
-        cpu = cpu_after - cpu_before
-        tick = spent / ticks
-        # the same passes every DEFAULT_INTERVAL s: fewer, the rest unchanged
-        at_default = spent * interval / DEFAULT_INTERVAL
-        return Result(
-            size,
-            streams,
-            ticks,
-            tick * 1000,
-            tick / size * 1e6,
-            spent / cpu,
-            at_default / (cpu - spent + at_default),
-            cpu / seconds,
-        )
+        users = [f"u{i}" for i in range(size)]
+        for w in range(WORKERS):
+            workers.append(
+                await Worker.start(__spec__.name, server.url, *users[w::WORKERS])
+            )
+        for worker_ in workers:
+            await worker_.recv(timeout=120)
+        streams = size * (size - 1)
+        await wait_streams(server, streams)
+        await asyncio.sleep(2 * interval)
+        before, cpu_before = await scrape(server.url), server.cpu_seconds()
+        await asyncio.sleep(seconds)
+        after, cpu_after = await scrape(server.url), server.cpu_seconds()
     finally:
-        for proc in workers:
-            if proc.stdin is not None:
-                proc.stdin.write(b"\n")
-        for proc in workers:
-            try:
-                await asyncio.wait_for(proc.wait(), 15)
-            except TimeoutError:
-                proc.kill()
-        server.terminate()
-        server.wait(10)
+        for worker_ in workers:
+            await worker_.stop()
+        server.stop()
+    ticks = int(
+        after["miscord_stats_collector_seconds_count"]
+        - before["miscord_stats_collector_seconds_count"]
+    )
+    spent = (
+        after["miscord_stats_collector_seconds_sum"]
+        - before["miscord_stats_collector_seconds_sum"]
+    )
+    cpu = cpu_after - cpu_before
+    tick = spent / ticks
+    # the same passes every DEFAULT_INTERVAL s: fewer, the rest unchanged
+    at_default = spent * interval / DEFAULT_INTERVAL
+    return Result(
+        size,
+        streams,
+        ticks,
+        tick * 1000,
+        tick / size * 1e6,
+        spent / cpu,
+        at_default / (cpu - spent + at_default),
+        cpu / seconds,
+    )
 
 
 def section(results: list[Result], seconds: float, interval: float) -> str:
@@ -315,18 +192,6 @@ def section(results: list[Result], seconds: float, interval: float) -> str:
     )
 
 
-def write_section(body: str) -> None:
-    """Replace (or append) this benchmark's section of docs/benchmarks.md."""
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="4,8,12")
@@ -342,7 +207,7 @@ async def main() -> None:
     body = section(results, args.seconds, args.interval)
     print(body)
     if not args.no_write:
-        write_section(body)
+        write_section("stats_collector", body)
 
 
 if __name__ == "__main__":
