@@ -142,6 +142,7 @@ class Worker:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             cwd=ROOT,
+            limit=2**26,  # a report line carries every latency sample
         )
         return cls(proc)
 
