@@ -460,6 +460,20 @@ _srtp_protect = pylibsrtp._binding.lib.srtp_protect
 _ffi = pylibsrtp._binding.ffi
 
 
+def _connect_once(sock: Any, addr: tuple[Any, ...]) -> None:
+    """Connect a subscriber's UDP socket to its nominated peer: the fast path's
+    ``send`` then skips the per-packet address and route lookups (aioice keeps
+    using ``sendto`` with that same address, which a connected socket allows)."""
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        peer = None
+    if peer is None:
+        sock.connect(addr)
+    elif peer[:2] != addr[:2]:
+        raise UnsupportedAiortc(f"ICE socket connected to {peer}, nominated {addr}")
+
+
 class RtcpSink(Protocol):
     _ssrc: int
 
@@ -514,6 +528,7 @@ class SendHook:
             self.srtp = transport._tx_srtp
             self._srtp_t = self.srtp._srtp[0]
             self.socket, self.addr = pair.protocol.transport._sock, pair.remote_addr
+            _connect_once(self.socket, self.addr)
         self._configure(parameters)
 
     async def _on_stop(self) -> None:
@@ -577,7 +592,7 @@ class SendHook:
             self.dropped += 1
             return 0
         try:
-            return self.socket.sendto(self._view[: self._length[0]], self.addr)
+            return self.socket.send(self._view[: self._length[0]])
         except OSError:  # BlockingIOError included: UDP drops, it never blocks
             self.dropped += 1
             return 0
