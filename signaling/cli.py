@@ -12,7 +12,7 @@ from aiohttp import web
 
 from diagnostics import logs
 
-from . import auth, config
+from . import auth, config, loadtest
 
 
 def _raise_open_files_limit() -> None:
@@ -80,6 +80,11 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--name", help="display name (default: the user id)")
     token.add_argument("--secret", help="server secret [SFU_SECRET]")
     token.set_defaults(run=_token)
+    load = sub.add_parser(
+        "loadtest", help="synthetic participants against a running server"
+    )
+    loadtest.add_arguments(load)
+    load.set_defaults(run=loadtest.main)
     return top
 
 
