@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import importlib.metadata
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -302,7 +301,7 @@ def _receive_srtp(dtls: RTCDtlsTransport, data: bytes) -> None:
     dtls._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
     dtls._RTCDtlsTransport__rx_bytes += len(data)  # type: ignore[attr-defined]
     receiver = dtls._rtp_router.route_rtp(packet)
-    hook = _hooks.get(receiver) if receiver is not None else None
+    hook = getattr(receiver, HOOK_ATTRIBUTE, None)
     if hook is not None:
         hook.handle(packet)
 
@@ -342,9 +341,10 @@ class _NoDecoder:
 
 
 PacketSink = Callable[[RtpPacket, RTCRtpCodecParameters], None]
-_hooks: weakref.WeakKeyDictionary[RTCRtpReceiver, ReceiveHook] = (
-    weakref.WeakKeyDictionary()
-)
+#: the attribute of an RTCRtpReceiver that holds its ReceiveHook (the two form a
+#: cycle the garbage collector frees together; a weak-keyed map would never
+#: free them, its values holding their keys)
+HOOK_ATTRIBUTE = "_miscord_hook"
 
 
 class ReceiveHook:
@@ -370,7 +370,7 @@ class ReceiveHook:
         self._receive = receiver.receive
         receiver.receive = self._on_receive  # type: ignore[method-assign]
         receiver._handle_rtp_packet = self._on_rtp  # type: ignore[method-assign]
-        _hooks[receiver] = self
+        setattr(receiver, HOOK_ATTRIBUTE, self)
 
     async def _on_receive(self, parameters: RTCRtpReceiveParameters) -> None:
         for codec in parameters.codecs:

@@ -65,14 +65,16 @@ class PublishSession:
         pc = self.pc
         try:
             await pc.setRemoteDescription(RTCSessionDescription(text, "offer"))
+            self._mids = [m.mid for m in offered]
+            self._update_publications(pc, offered, sources)
+            await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
+            # aiortc refused late (the checks above missed something): a first
+            # connection is discarded, a renegotiated one keeps its old state
             if first:
                 await self.reset()
             self._negotiated(started, False, str(exc))
             raise BadSdp(f"offer refused: {type(exc).__name__}: {exc}") from None
-        self._mids = [m.mid for m in offered]
-        self._update_publications(pc, offered, sources)
-        await pc.setLocalDescription(await pc.createAnswer())
         self.probe.watch(pc, inline_rtp=self.participant.settings.forwarding != "relay")
         self.participant.watch_dtls("publish", pc)
         self._negotiated(started, True)

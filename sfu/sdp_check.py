@@ -58,6 +58,10 @@ def _check_transport(media: sdp.MediaDescription, index: int) -> None:
         raise BadSdp(f"{where}: missing a=mid")
     if media.port == 0:
         return  # rejected/stopped m-line: no transport needed
+    if media.direction is None:
+        raise BadSdp(
+            f"{where}: no direction (a=sendonly, sendrecv, recvonly, inactive)"
+        )
     if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
         raise BadSdp(f"{where}: missing a=ice-ufrag / a=ice-pwd")
     if media.dtls is None or not media.dtls.fingerprints:
