@@ -65,7 +65,7 @@ class Trial:
         return (
             f"| {self.search} | {self.channels} × {self.per_channel} | "
             f"{self.participants} | {streams} | "
-            f"{fmt(r.loss if r.expected else None, 3)} | {fmt(r.latency(0.99), 2)} | "
+            f"{fmt(r.loss, 3)} | {fmt(r.latency(0.99), 2)} | "
             f"{fmt(r.join_ms(0.99), 0)} | {fmt(r.server.cpu_percent, 0)} / "
             f"{fmt(r.server.peak_rss_mib, 0)} | {fmt(r.clients_cpu_percent, 0)} | "
             f"{verdict} |"

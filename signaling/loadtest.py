@@ -107,10 +107,6 @@ class LoadOptions:
         if self.duration <= 0:
             raise LoadError("--duration must be positive")
 
-    @property
-    def total(self) -> int:
-        return self.channels * self.per_channel
-
 
 def plan(options: LoadOptions, tokens: dict[str, str]) -> list[Spec]:
     """Participants, channel by channel; round-robin over processes so that
@@ -163,7 +159,6 @@ class Subscription:
 
     listener: str
     publisher: str
-    channel: str
     source: str
     expected: int
     received: int
@@ -219,7 +214,10 @@ class LoadResult:
         return sum(min(s.received, s.expected) for s in self.audio())
 
     @property
-    def loss(self) -> float:
+    def loss(self) -> float | None:
+        """Percent of the expected audio packets lost (None: none expected)."""
+        if not self.expected:
+            return None
         return 100.0 * (self.expected - self.received) / self.expected
 
     @property
@@ -257,7 +255,7 @@ class LoadResult:
                 f"{len(missing)} subscriptions never arrived (first: "
                 f"{missing[0].listener} <- {missing[0].publisher} {missing[0].source})"
             )
-        if not self.expected:
+        if self.loss is None:
             self.failures.append("no audio subscription was measured")
             return
         if self.loss > o.max_loss:
@@ -286,8 +284,7 @@ class LoadResult:
             ("audio packets expected / received", f"{self.expected} / {self.received}"),
             (
                 "audio loss % (worst subscription)",
-                f"{fmt(self.loss if self.expected else None, 3)} "
-                f"({fmt(self.worst_loss, 2)})",
+                f"{fmt(self.loss, 3)} ({fmt(self.worst_loss, 2)})",
             ),
             ("longest audio gap ms", fmt(self.worst_gap_ms)),
             (
@@ -311,6 +308,7 @@ class LoadResult:
             ]
         rows += [
             ("server CPU %", fmt(s.cpu_percent)),
+            ("server participants at the end", fmt(s.participants, 0)),
             ("server RSS / peak MiB", f"{fmt(s.rss_mib)} / {fmt(s.peak_rss_mib)}"),
             ("server forwarded pkt/s", fmt(s.forwarded_per_s, 0)),
             (
@@ -343,7 +341,7 @@ class LoadResult:
             "publish_ms": {"p50": self.publish_ms(0.5), "p99": self.publish_ms(0.99)},
             "expected": self.expected,
             "received": self.received,
-            "loss_percent": self.loss if self.expected else None,
+            "loss_percent": self.loss,
             "worst_loss_percent": self.worst_loss,
             "worst_gap_ms": self.worst_gap_ms,
             "latency_ms": {
@@ -813,7 +811,6 @@ class Run:
                         Subscription(
                             listener=listener.user,
                             publisher=publisher.user,
-                            channel=listener.channel,
                             source=source,
                             # audio: stamped in the window by its publisher;
                             # video: by sequence numbers since the window began

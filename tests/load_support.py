@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import aiohttp
-import pytest
 
 from benchmarks.common import ROOT, SECRET, ServerProcess, free_port
 from signaling import auth, loadtest
@@ -33,21 +32,6 @@ LEAK_KEYS = (
     "tasks",
     "peer_connections",
     "fds",
-)
-
-
-class LeakedPeerConnections(AssertionError):
-    """Peer connections outlived their participants (see ``HOOKS_LEAK``)."""
-
-
-#: sfu/aiortc_seam.py's ``_hooks`` is a WeakKeyDictionary whose values (the
-#: ReceiveHooks) hold their keys (the receivers) strongly, so no entry ever
-#: dies: every publish connection stays alive, with its transports, forever.
-HOOKS_LEAK = pytest.mark.xfail(
-    strict=True,
-    raises=LeakedPeerConnections,
-    reason="one publish RTCPeerConnection leaks per participant: "
-    "sfu/aiortc_seam.py _hooks keeps every ReceiveHook and its receiver alive",
 )
 
 
@@ -120,18 +104,17 @@ class CensusServer(ServerProcess):
 def assert_no_leaked_peer_connections(
     before: dict[str, Any], after: dict[str, Any], at_least: int = 1
 ) -> None:
-    """Full censuses: the same number of peer connections (raises
-    ``LeakedPeerConnections`` naming the object types that grew)."""
-    if after["peer_connections"] != before["peer_connections"]:
-        grown = {
-            name: count - before["objects"].get(name, 0)
-            for name, count in after["objects"].items()
-            if count - before["objects"].get(name, 0) >= at_least
-        }
-        raise LeakedPeerConnections(
-            f"peer connections {before['peer_connections']} -> "
-            f"{after['peer_connections']}; objects grown: {grown}"
-        )
+    """Full censuses: the same number of peer connections (else name the
+    object types that grew by ``at_least``)."""
+    grown = {
+        name: count - before["objects"].get(name, 0)
+        for name, count in after["objects"].items()
+        if count - before["objects"].get(name, 0) >= at_least
+    }
+    assert after["peer_connections"] == before["peer_connections"], (
+        f"peer connections {before['peer_connections']} -> "
+        f"{after['peer_connections']}; objects grown: {grown}"
+    )
 
 
 def changed(
@@ -213,7 +196,7 @@ class Call:
         ]
 
     async def close(self) -> None:
-        await asyncio.gather(*(w.stop() for w in self.run.workers))
+        await asyncio.gather(*(w.stop() for w in self.processes))  # killed too
         await self.http.close()
 
 

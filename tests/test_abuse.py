@@ -23,11 +23,8 @@ from signaling import auth, protocol
 from signaling.config import Settings
 from tests.load_sdp import mutants, real_answer, real_offer
 from tests.load_support import (
-    HOOKS_LEAK,
-    LEAK_KEYS,
     Call,
     CensusServer,
-    LeakedPeerConnections,
     assert_continuous,
     assert_no_leaked_peer_connections,
     changed,
@@ -57,21 +54,6 @@ async def internal_errors(server) -> int:
     """How often the server answered ``internal`` (it never should)."""
     stats = await server.get("/api/debug/websocket-stats")
     return stats["errors_by_code"].get(protocol.INTERNAL, 0)
-
-
-class AnsweredInternal(AssertionError):
-    """The server failed on a client's offer (see ``NO_DIRECTION``)."""
-
-
-#: an m-line without a=sendonly/recvonly/sendrecv/inactive passes
-#: sfu/sdp_check.py (direction None counts as not sending) and aiortc's
-#: setRemoteDescription; then createAnswer raises ValueError in and_direction,
-#: which PublishSession.apply_offer does not catch: the client gets ``internal``
-#: and the publish connection is left with a remote description and no answer.
-NO_DIRECTION = (
-    "sfu: a publish offer m-line without a direction attribute is answered "
-    "'internal' (aiortc createAnswer ValueError escapes apply_offer)"
-)
 
 
 async def exchange(ws: Ws, frame: str | bytes, n: int) -> tuple[list[dict], int | None]:
@@ -194,8 +176,10 @@ async def check_generated_messages(server, count: int) -> None:
 
 
 @pytest.mark.parametrize("abuse_server", [UNLIMITED], indirect=True)
-async def test_2000_generated_messages_get_contract_answers(abuse_server):
-    await check_generated_messages(abuse_server, 2000)
+async def test_1000_generated_messages_get_contract_answers(abuse_server):
+    """The default suite's share (hypothesis needs ~6 ms per message here); the
+    10,000 run with ``scripts/soak``."""
+    await check_generated_messages(abuse_server, 1000)
 
 
 @pytest.mark.soak
@@ -204,30 +188,19 @@ async def test_10000_generated_messages_get_contract_answers(abuse_server):
     await check_generated_messages(abuse_server, 10_000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AnsweredInternal,
-    reason=NO_DIRECTION,
-)
-async def test_an_offer_without_a_direction_gets_bad_sdp_or_an_answer(abuse_server):
+async def test_an_offer_without_a_direction_gets_bad_sdp(abuse_server):
+    """It once passed the checks and failed in aiortc's createAnswer: internal."""
     ws = await join(abuse_server, "mallory", "target")
     try:
         offer = (await real_offer()).replace("a=sendonly\r\n", "")
         message = {"type": "offer", "pc": "publish", "sdp": offer, "sources": {}}
         replies, closed = await exchange(ws, json.dumps(message), 0)
         assert closed is None and len(replies) == 1, replies
-        if replies[0].get("code") == protocol.INTERNAL:
-            raise AnsweredInternal(replies[0]["message"])
-        assert replies[0]["type"] == "answer" or replies[0]["code"] == "bad_sdp"
+        assert replies[0]["code"] == "bad_sdp" and "direction" in replies[0]["message"]
     finally:
         await ws.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AnsweredInternal, LeakedPeerConnections),
-    reason=f"{NO_DIRECTION}; {HOOKS_LEAK.kwargs['reason']}",
-)
 @pytest.mark.parametrize("abuse_server", [UNLIMITED], indirect=True)
 async def test_1000_mutated_sdps_get_errors_or_answers(abuse_server):
     server = abuse_server
@@ -251,7 +224,6 @@ async def test_1000_mutated_sdps_get_errors_or_answers(abuse_server):
         )
         await call.run.open_window()
         offered, accepted, codes = True, {"publish": 0, "subscribe": 0}, {}
-        internal = []
         for n, (pc, sdp, sources) in enumerate(cases):
             if pc == "publish":
                 message = {"type": "offer", "pc": pc, "sdp": sdp, "sources": sources}
@@ -271,15 +243,12 @@ async def test_1000_mutated_sdps_get_errors_or_answers(abuse_server):
             if errors:
                 assert len(errors) == 1 and not answers, (n, replies)
                 code = errors[0]["code"]
-                assert code in CONTRACT_ERRORS | {"internal"} and errors[0]["message"]
+                assert code in CONTRACT_ERRORS and errors[0]["message"], (n, replies)
                 codes[code] = codes.get(code, 0) + 1
-                if code != protocol.INTERNAL:
-                    continue
-                internal.append(n)  # a known server bug (NO_DIRECTION)
-            else:
-                # a mutant still valid: an answer (publish), or none (subscribe)
-                assert len(answers) == (pc == "publish"), (n, replies)
-                accepted[pc] += 1
+                continue
+            # a mutant still valid: an answer (publish), or none (subscribe)
+            assert len(answers) == (pc == "publish"), (n, replies)
+            accepted[pc] += 1
             # start over on a fresh connection, which replaces this one
             fresh = await join(server, "mallory", "target")
             await ws.close()
@@ -289,12 +258,10 @@ async def test_1000_mutated_sdps_get_errors_or_answers(abuse_server):
         assert sum(codes.values()) > 0.9 * len(cases)
         assert_continuous(await call.measure({"control-a", "control-b"}))
         await ws.close()
-        keys = tuple(k for k in LEAK_KEYS if k != "peer_connections")
-        after = await server.settled(before, keys)
-        assert not changed(before, after, keys), changed(before, after, keys)
-        if internal:
-            raise AnsweredInternal(f"mutants {internal} were answered 'internal'")
+        after = await server.settled(before)
         assert_no_leaked_peer_connections(before, after)
+        assert not changed(before, after), changed(before, after)
+        assert await internal_errors(server) == 0
     finally:
         await ws.close()
         await call.close()
