@@ -742,7 +742,7 @@ class Run:
             self.say(
                 f"t={min(time.time(), end) - start:5.1f}/{end - start:.0f} s  "
                 f"recv {(received - last_received) / (t - last_t):7.0f} pkt/s  "
-                f"loss {fmt(loss, 2)} %"
+                f"loss ~{fmt(loss, 2)} %"  # packets in flight count as lost here
                 f"  server CPU {fmt(cpu_pct, 0)} %  RSS {fmt(rss, 0)} MiB"
             )
             last_cpu, last_t, last_received = cpu, t, received
