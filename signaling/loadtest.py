@@ -31,6 +31,7 @@ import os
 import secrets
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,8 @@ NEVER = (math.inf, math.inf)
 LATENCY_SAMPLES = 200_000
 #: seconds after the window's end for packets still in flight
 DRAIN = 0.5
+#: stamps remembered per stream to take back those past a window's end (10 s)
+RECENT_STAMPS = 10 * AUDIO_RATE
 
 
 class LoadError(RuntimeError):
@@ -833,23 +836,50 @@ class Run:
 
 
 @dataclass
+class StampCount:
+    """Packets counted by the time their publisher stamped them. A worker learns
+    a window's end a moment late, after it may have counted packets stamped
+    past it; the recent stamps are kept so that those can be taken back."""
+
+    count: int = 0
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_STAMPS))
+
+    def add(self, stamp: float) -> None:
+        self.count += 1
+        self.recent.append(stamp)
+
+    def end(self, end: float) -> None:
+        kept = [s for s in self.recent if s < end]
+        self.count -= len(self.recent) - len(kept)
+        self.recent = deque(kept, maxlen=RECENT_STAMPS)
+
+
+@dataclass
 class StreamWindow:
     """Audio packets of one subscription stamped inside the window."""
 
-    received: int = 0
+    stamps: StampCount = field(default_factory=StampCount)
     first_stamp: float | None = None
     last_stamp: float = 0.0
     last_arrival: float | None = None
     max_gap: float = 0.0
 
+    @property
+    def received(self) -> int:
+        return self.stamps.count
+
     def add(self, sent: float, now: float) -> None:
-        self.received += 1
+        self.stamps.add(sent)
         if self.first_stamp is None:
             self.first_stamp = sent
         self.last_stamp = max(self.last_stamp, sent)
         if self.last_arrival is not None:
             self.max_gap = max(self.max_gap, now - self.last_arrival)
         self.last_arrival = now
+
+    def end(self, end: float) -> None:
+        self.stamps.end(end)
+        self.last_stamp = max(self.stamps.recent, default=self.first_stamp or 0.0)
 
     def gap(self, start: float, end: float) -> float:
         """The longest silence, including a late start or an early stop."""
@@ -897,7 +927,7 @@ class SendTally:
         from .loadclient import read_stamp
 
         self.window = NEVER
-        self.sent = 0
+        self.stamps = StampCount()
         self._recv = track.recv
         self._read_stamp = read_stamp
         track.recv = self._recv_counted
@@ -906,7 +936,7 @@ class SendTally:
         packet = await self._recv()
         sent = self._read_stamp(bytes(packet))
         if sent is not None and self.window[0] <= sent < self.window[1]:
-            self.sent += 1
+            self.stamps.add(sent)
         return packet
 
 
@@ -979,7 +1009,7 @@ class LoadWorker:
         for m in self.members:
             m.sink.audio.clear()
             if m.tally is not None:
-                m.tally.sent = 0
+                m.tally.stamps = StampCount()
         # sequence-number counts and latencies start with the window too
         delay = max(0.0, cmd["start"] - time.time())
         for m in self.members:
@@ -988,6 +1018,11 @@ class LoadWorker:
 
     def end_window(self, cmd: dict[str, Any]) -> dict[str, Any]:
         self._set_window(self.window[0], cmd["end"])
+        for m in self.members:
+            for stream in m.sink.audio.values():
+                stream.end(cmd["end"])
+            if m.tally is not None:
+                m.tally.stamps.end(cmd["end"])
         return {"ok": True}
 
     def _set_window(self, start: float, end: float) -> None:
@@ -1007,7 +1042,7 @@ class LoadWorker:
 
     def _sent(self) -> dict[str, int]:
         return {
-            m.client.peer_id: m.tally.sent
+            m.client.peer_id: m.tally.stamps.count
             for m in self.members
             if m.tally is not None and m.client.peer_id
         }
