@@ -201,11 +201,47 @@ def new_peer_connection() -> RTCPeerConnection:
 
 
 async def close_peer_connection(pc: RTCPeerConnection) -> None:
-    """Close ``pc`` even if the caller is cancelled meanwhile: aiortc shares one
-    future among concurrent ``close()`` calls (it starts one itself when the
-    remote end closes), and a cancelled awaiter would cancel that future and
-    make aiortc's own close fail."""
+    """Close ``pc`` and take it apart so that reference counting frees it.
+
+    Closing is shielded: aiortc shares one future among concurrent ``close()``
+    calls (it starts one itself when the remote end closes), and a cancelled
+    awaiter would cancel that future and make aiortc's own close fail.
+
+    Then every cycle through the connection is cut: the event listeners aiortc
+    leaves on its transports (bound methods of the pc), and every hook this
+    module put on receivers, senders and sockets. Left alone, each closed
+    connection would wait for CPython's full collection, whose pause grows with
+    the number of connections and stalls every call on the server.
+    """
+    parts = [(t.receiver, t.sender, t.receiver.transport) for t in pc.getTransceivers()]
+    protocols = [
+        protocol
+        for _, _, dtls in parts[:1]
+        for protocol in dtls.transport._connection._protocols
+    ]
     await asyncio.shield(pc.close())
+    for receiver, sender, _ in parts:
+        for obj, attrs in ((receiver, _RECEIVER_HOOKS), (sender, _SENDER_HOOKS)):
+            for attr in attrs:
+                obj.__dict__.pop(attr, None)
+        receiver.setTransport(None)  # type: ignore[arg-type]
+        sender.setTransport(None)  # type: ignore[arg-type]
+    for dtls in {id(d): d for _, _, d in parts}.values():  # bundled: usually one
+        dtls.remove_all_listeners()
+        dtls.transport.remove_all_listeners()
+        dtls.transport.iceGatherer.remove_all_listeners()
+        # aiortc's DTLS task ends in ``except Exception as exc: raise exc``: its
+        # frame and the exception's traceback keep each other, and the frame
+        # keeps this transport, until a full collection. Leave nothing behind it.
+        dtls._ssl = dtls._rx_srtp = dtls._tx_srtp = None
+        dtls._rtp_router = type(dtls._rtp_router)()
+        dtls._transport = None
+    for protocol in protocols:
+        protocol.__dict__.pop("datagram_received", None)
+
+
+_RECEIVER_HOOKS = ("receive", "_handle_rtp_packet", "_miscord_hook")
+_SENDER_HOOKS = ("send", "stop", "getStats", "_handle_rtcp_packet")
 
 
 def parse_candidate(candidate: dict[str, Any]) -> RTCIceCandidate | None:
@@ -474,6 +510,22 @@ def _connect_once(sock: Any, addr: tuple[Any, ...]) -> None:
         raise UnsupportedAiortc(f"ICE socket connected to {peer}, nominated {addr}")
 
 
+def _ignore_parameters(parameters: RTCRtpSendParameters) -> None:
+    """What a detached SendHook does when aiortc renegotiates its sender."""
+
+
+class _Released:
+    """The owner of a detached SendHook: ignores the RTCP still addressed to it."""
+
+    _ssrc = 0
+
+    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
+        pass
+
+
+_RELEASED = _Released()
+
+
 class RtcpSink(Protocol):
     _ssrc: int
 
@@ -535,10 +587,14 @@ class SendHook:
         self.detach()
 
     def detach(self) -> None:
+        """Stop sending and let go of the owner (no cycle outlives the m-line)."""
         if self._registered is not None:
             self._registered._unregister_rtp_sender(self._owner)
             self._registered = None
         self.socket = self.srtp = None
+        self._owner = _RELEASED
+        self._configure = _ignore_parameters
+        self._stats = list
 
     async def _on_get_stats(self) -> RTCStatsReport:
         """aiortc's getStats() shape, from the owner's W3C dictionaries."""

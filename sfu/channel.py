@@ -9,6 +9,7 @@ from .errors import ChannelFull
 from .events import Speaking
 from .participant import Participant
 from .publication import Publication
+from .refs import owner
 
 if TYPE_CHECKING:
     from .server import SfuServer
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 class Channel:
     def __init__(self, server: SfuServer, channel_id: str) -> None:
-        self.server = server
+        self.server = owner(server)  # the owner; no cycle
         self.id = channel_id
         self.participants: dict[str, Participant] = {}
         self.created_at = time.time()
@@ -34,7 +35,7 @@ class Channel:
         publications = self.publications()
         for participant in self.participants.values():
             participant.subscribe.want(
-                [p for p in publications if p.participant is not participant]
+                [p for p in publications if p.peer_id != participant.peer_id]
             )
 
     def check_screen_allowed(self) -> None:

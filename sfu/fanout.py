@@ -16,7 +16,6 @@ import logging
 import random
 import struct
 import time
-from collections.abc import Callable
 from typing import Any
 
 from aiortc import RTCRtpTransceiver, clock
@@ -69,14 +68,12 @@ class FanoutSender:
         self,
         transceiver: RTCRtpTransceiver,
         kind: str,
-        on_keyframe_request: Callable[[], None],
-        viewer: str = "",
+        viewer: str,
     ) -> None:
         self.kind = kind
         self.viewer = viewer
         self.hook = SendHook(transceiver.sender, self, self._configure, self.stats)
         self._ssrc = self.hook.ssrc  # aiortc's RTCP router routes by this
-        self._on_keyframe_request = on_keyframe_request
         self.mid: str | None = None
         self.cname: str | None = None
         self._codecs: list[RTCRtpCodecParameters] = []
@@ -142,7 +139,7 @@ class FanoutSender:
         if self._awaiting_keyframe and self.hook.ready and self.publication is not None:
             # the first moment this viewer can receive: ask for a picture now
             self._awaiting_since = time.monotonic()
-            self._on_keyframe_request()
+            self._ask_keyframe()
 
     def bind(self, publication: Any) -> None:
         self.publication = publication
@@ -151,7 +148,7 @@ class FanoutSender:
         self._awaiting_since = time.monotonic()
         self._select_payload_types()
         if self._awaiting_keyframe and self.hook.ready:
-            self._on_keyframe_request()  # else once the viewer's transport is up
+            self._ask_keyframe()  # else once the viewer's transport is up
 
     def unbind(self) -> None:
         self.publication = None
@@ -216,6 +213,10 @@ class FanoutSender:
         self._last_seq, self._last_ts = seq, ts
         self._last_at = self.publication.last_packet_at
 
+    def _ask_keyframe(self) -> None:
+        if self.publication is not None:
+            self.publication.request_keyframe(self.viewer)
+
     def _keyframe_starts(self, packet: RtpPacket) -> bool:
         """While waiting for a keyframe: is this its first packet? (asks again if
         none came for a while)"""
@@ -232,7 +233,7 @@ class FanoutSender:
             return True
         if time.monotonic() - self._awaiting_since > KEYFRAME_RETRY:
             self._awaiting_since = time.monotonic()
-            self._on_keyframe_request()
+            self._ask_keyframe()
         return False
 
     def _resync(self, packet: RtpPacket) -> None:
@@ -269,7 +270,7 @@ class FanoutSender:
             else:
                 self.fir_count += 1
             if self.publication is not None:
-                self._on_keyframe_request()
+                self._ask_keyframe()
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
             try:
                 bitrate, ssrcs = unpack_remb_fci(packet.fci)

@@ -30,6 +30,7 @@ from .events import (
 )
 from .publication import Publication
 from .publisher import PublishSession
+from .refs import owner
 from .subscriber import SubscribeSession
 from .tasks import TaskGroup
 
@@ -44,7 +45,9 @@ MAX_CANDIDATES = 64  # trickled per connection; each one costs ICE checks
 
 class Participant:
     def __init__(self, channel: Channel, peer_id: str, user_id: str, name: str) -> None:
-        self.channel = channel
+        self.channel = owner(channel)  # the owner; no cycle
+        self.channel_id = channel.id
+        self.events = channel.server.events
         self.peer_id = peer_id
         self.user_id = user_id
         self.name = name
@@ -61,12 +64,8 @@ class Participant:
         #: mute state asked for before the source was published
         self._mute_wanted: dict[str, bool] = {}
 
-    @property
-    def channel_id(self) -> str:
-        return self.channel.id
-
     def emit(self, event: Event) -> None:
-        self.channel.server.events.emit(event)
+        self.events.emit(event)
 
     def view(self) -> ParticipantView:
         return ParticipantView(

@@ -22,6 +22,7 @@ from aiortc.rtp import RtpPacket
 from .aiortc_seam import ReceiveHook
 from .audio_level import AudioLevelMeter
 from .events import KeyframeRequested
+from .refs import owner
 from .trackpath import Relay
 
 if TYPE_CHECKING:
@@ -56,7 +57,10 @@ class Publication:
         codec: RTCRtpCodecParameters,
         hook: ReceiveHook | None,
     ) -> None:
-        self.participant = participant
+        #: weak: the participant owns this publication, not the reverse
+        self.participant = owner(participant)
+        self.peer_id = participant.peer_id
+        self.closed = False
         self.source = source
         self.kind = transceiver.kind
         self.transceiver = transceiver
@@ -84,10 +88,6 @@ class Publication:
         self._relay: Relay | None = None
         #: the receiver's hook (None in relay mode, where aiortc decodes)
         self.hook = hook
-
-    @property
-    def peer_id(self) -> str:
-        return self.participant.peer_id
 
     def on_packet(self, packet: RtpPacket, codec: RTCRtpCodecParameters) -> None:
         """Every received packet of this source (the forwarding hot path)."""
@@ -173,7 +173,7 @@ class Publication:
         if self._keyframe_timer is not None:  # this request covers the deferred one
             self._keyframe_timer.cancel()
             self._keyframe_timer = None
-        if self.hook is None or self.participant.closed:
+        if self.hook is None or self.closed or self.participant.closed:
             return
         self._keyframe_at = time.monotonic()
         self.keyframes_sent += 1
@@ -212,6 +212,7 @@ class Publication:
 
     def close(self) -> None:
         """Stop forwarding: every downlink is unbound (its owner releases it)."""
+        self.closed = True
         if self._keyframe_timer is not None:
             self._keyframe_timer.cancel()
             self._keyframe_timer = None

@@ -24,6 +24,7 @@ from .aiortc_seam import (
 from .errors import BadSdp
 from .events import Negotiated
 from .publication import Publication
+from .refs import owner
 
 if TYPE_CHECKING:
     from .participant import Participant
@@ -38,7 +39,7 @@ def _ignore(packet: object, codec: object) -> None:
 
 class PublishSession:
     def __init__(self, participant: Participant) -> None:
-        self.participant = participant
+        self.participant = owner(participant)  # the owner; no cycle
         self.pc: RTCPeerConnection | None = None
         self.probe = ActivityProbe()
         self.candidates = 0  # trickled remote candidates accepted

@@ -95,15 +95,17 @@ class SfuServer:
         """Remove a participant and release everything it owns (idempotent)."""
         if self.participants.pop(participant.peer_id, None) is None:
             return
-        channel = participant.channel
+        channel_id = participant.channel_id
+        channel = self.channels[channel_id]
         channel.participants.pop(participant.peer_id, None)
         await participant.close(reason)
-        if not channel.participants:
-            self.channels.pop(channel.id, None)
-        log.info("%s left %s (%s)", participant.peer_id, channel.id, reason)
+        # another leave may have emptied and removed it, or a join replaced it
+        if not channel.participants and self.channels.get(channel_id) is channel:
+            del self.channels[channel_id]
+        log.info("%s left %s (%s)", participant.peer_id, channel_id, reason)
         self.events.emit(
             ParticipantLeft(
-                channel.id,
+                channel_id,
                 participant.peer_id,
                 user_id=participant.user_id,
                 reason=reason,

@@ -31,6 +31,7 @@ from .errors import BadRequest, BadSdp
 from .events import Negotiated, Subscribed, SubscribeOffer, Unsubscribed
 from .fanout import FanoutSender
 from .publication import Downlink, Publication
+from .refs import owner
 from .trackpath import RelaySender, TrackSender
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class _Pending:
 
 class SubscribeSession:
     def __init__(self, participant: Participant) -> None:
-        self.participant = participant
+        self.participant = owner(participant)  # the owner; no cycle
         self.pc: RTCPeerConnection | None = None
         self.probe = ActivityProbe()
         self.candidates = 0  # trickled remote candidates accepted
@@ -114,7 +115,7 @@ class SubscribeSession:
     def _plan(self) -> bool:
         """Release slots of unwanted publications, assign new ones; True if changed."""
         changed = False
-        wanted = [p for p in self.wanted if not p.participant.closed]
+        wanted = [p for p in self.wanted if not p.closed]
         for slot in self.slots:
             carried = slot.carries
             if carried is not None and carried not in wanted:
@@ -147,10 +148,7 @@ class SubscribeSession:
         transceiver = self.pc.addTransceiver(kind, direction="sendonly")
         slot = Slot(transceiver, kind, None)  # type: ignore[arg-type]
         slot.downlink = DOWNLINKS[self.participant.settings.forwarding](
-            transceiver,
-            kind,
-            lambda: self._keyframe_wanted(slot),
-            self.participant.peer_id,
+            transceiver, kind, self.participant.peer_id
         )
         self.slots.append(slot)
         if self.participant.settings.forwarding == "fast" and self._rtcp_task is None:
@@ -171,10 +169,6 @@ class SubscribeSession:
             )
         slot.pending = slot.publication = None
         slot.transceiver.direction = "inactive"
-
-    def _keyframe_wanted(self, slot: Slot) -> None:
-        if slot.publication is not None:
-            slot.publication.request_keyframe(self.participant.peer_id)
 
     async def _negotiate(self) -> None:
         async with self._lock:
@@ -236,7 +230,7 @@ class SubscribeSession:
 
     def _bind(self, slot: Slot, pub: Publication) -> None:
         slot.pending = None
-        if pub.participant.closed or pub not in self.wanted:
+        if pub.closed or pub not in self.wanted:
             # it left while the offer was out: the next offer makes the m-line inactive
             self._dirty = self._force = True
             slot.transceiver.direction = "inactive"
@@ -314,6 +308,8 @@ class SubscribeSession:
         return items
 
     async def close(self) -> None:
+        # the finished RTCP task's traceback holds a frame that holds this session
+        self._rtcp_task = None
         for slot in self.slots:
             self._release(slot)
             slot.downlink.close()

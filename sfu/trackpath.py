@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-from collections.abc import Callable
 from typing import Any
 
 import av
@@ -69,14 +68,13 @@ class TrackSender:
         self,
         transceiver: RTCRtpTransceiver,
         kind: str,
-        on_keyframe_request: Callable[[], None],
-        viewer: str = "",
+        viewer: str,
     ) -> None:
         self.kind = kind
+        self.viewer = viewer
         self.track = ForwardTrack(kind)
         self.sender = transceiver.sender
         self.sender.replaceTrack(self.track)
-        self._on_keyframe_request = on_keyframe_request
         self.publication: Any = None
         self.mid: str | None = None
         self._frame: list[bytes] = []
@@ -85,10 +83,14 @@ class TrackSender:
         self.packets_sent = 0
         intercept_rtcp(self.sender, self._on_rtcp)
 
+    def _ask_keyframe(self) -> None:
+        if self.publication is not None:
+            self.publication.request_keyframe(self.viewer)
+
     def bind(self, publication: Any) -> None:
         self.publication = publication
         if self.kind == "video":
-            self._on_keyframe_request()  # a new viewer needs a picture to start
+            self._ask_keyframe()  # a new viewer needs a picture to start
 
     def unbind(self) -> None:
         self.publication = None
@@ -129,7 +131,7 @@ class TrackSender:
             and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR)
             and self.publication is not None
         ):
-            self._on_keyframe_request()
+            self._ask_keyframe()
 
     def stats(self) -> list[dict[str, Any]]:
         return [
@@ -157,10 +159,10 @@ class RelaySender:
         self,
         transceiver: RTCRtpTransceiver,
         kind: str,
-        on_keyframe_request: Callable[[], None],
-        viewer: str = "",
+        viewer: str,
     ) -> None:
         self.kind = kind
+        self.viewer = viewer
         self.sender = transceiver.sender
         self.publication: Any = None
         self.mid: str | None = None

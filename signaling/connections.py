@@ -56,6 +56,7 @@ class Connection:
     channel: str | None = None
     kind: str | None = None
     participant: Participant | None = None
+    peer_id: str | None = None  # kept after the participant is released
     messages_in: int = 0
     messages_out: int = 0
     bytes_in: int = 0
@@ -66,10 +67,6 @@ class Connection:
         default_factory=lambda: asyncio.Queue()
     )
     writer: asyncio.Task[None] | None = None
-
-    @property
-    def peer_id(self) -> str | None:
-        return self.participant.peer_id if self.participant else None
 
     @property
     def joined(self) -> bool:
@@ -193,6 +190,7 @@ class ConnectionManager:
                 await self.on_teardown(conn, reason)
             except Exception:
                 log.exception("tearing down socket %s failed", conn.id)
+        conn.participant = None  # the socket may outlive its media session
         self.counters["closed"] += 1
         conn.outbox.put_nowait(("close", (code, message)))
         if conn.writer is not None and conn.writer is not asyncio.current_task():

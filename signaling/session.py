@@ -201,6 +201,7 @@ class Session:
                 join.kind,
                 participant,
             )
+            conn.peer_id = participant.peer_id if participant else None
             manager.register(conn)
         self.send(
             {

@@ -154,7 +154,13 @@ async def test_candidate_flood_is_refused_and_the_call_goes_on(server, clients):
     await ears.hears(a.peer_id, 440)
     for port in range(10000, 10070):
         candidate = f"candidate:{port} 1 udp 2130706431 127.0.0.1 {port} typ host"
-        await a.send({"type": "candidate", "pc": "publish", "candidate": {"candidate": candidate, "sdpMid": "0"}})
+        await a.send(
+            {
+                "type": "candidate",
+                "pc": "publish",
+                "candidate": {"candidate": candidate, "sdpMid": "0"},
+            }
+        )
     await a.wait_for(lambda: len(a.errors) >= 70 - 64)
     assert {e["code"] for e in a.errors} == {"bad_message"}
     assert "more than 64 candidates" in a.errors[0]["message"]
