@@ -96,8 +96,12 @@ class ServerProcess:
         return psutil.Process(self.proc.pid)
 
     def cpu_seconds(self) -> float:
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the server process so far."""
         times = self.ps.cpu_times()
-        return times.user + times.system
+        return times.user, times.system
 
     def rss(self) -> int:
         return self.ps.memory_info().rss

@@ -30,7 +30,9 @@ from aiortc.rtp import (
     RtcpPsfbPacket,
     RtcpRrPacket,
     RtcpRtpfbPacket,
+    RtcpSdesPacket,
     RtcpSenderInfo,
+    RtcpSourceInfo,
     RtcpSrPacket,
     RtpPacket,
     unpack_remb_fci,
@@ -52,6 +54,38 @@ RTT_ALPHA = 0.85
 KEYFRAME_RETRY = 1.5
 #: RTP ticks one frame advances, used when a stream restarts right away
 FRAME_TICKS = {"audio": 960, "video": 3000}
+#: bytes of one compound RTCP packet: what pylibsrtp protects (1500 less its
+#: 148-byte trailer reserve), with room to spare
+RTCP_COMPOUND_MAX = 1200
+
+
+def compound_reports(reports: list[tuple[RtcpSrPacket, bytes]]) -> list[bytes]:
+    """Sender reports with their CNAMEs as compound RTCP packets (RFC 3550
+    6.1: each an SR followed by an SDES), as many SRs per packet as fit in
+    ``RTCP_COMPOUND_MAX``: a subscriber of 20 streams needs more than one."""
+    packets: list[bytes] = []
+    srs: list[bytes] = []
+    chunks: list[RtcpSourceInfo] = []
+
+    def flush() -> None:
+        if srs:
+            packets.append(b"".join(srs) + bytes(RtcpSdesPacket(chunks=chunks)))
+            srs.clear()
+            chunks.clear()
+
+    size = 0
+    for report, cname in reports:
+        sr = bytes(report)
+        chunk = RtcpSourceInfo(ssrc=report.ssrc, items=[(1, cname)])
+        grows = len(sr) + 8 + len(cname) + 4  # SR, chunk with padding, SDES header
+        if size + grows > RTCP_COMPOUND_MAX:
+            flush()
+            size = 0
+        srs.append(sr)
+        chunks.append(chunk)
+        size += grows
+    flush()
+    return packets
 
 
 def one_byte_extensions(elements: list[tuple[int, bytes]]) -> bytes:

@@ -22,14 +22,15 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc.exceptions import InvalidStateError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
-from aiortc.rtp import AnyRtcpPacket, RtcpSdesPacket, RtcpSourceInfo
+from aiortc.rtp import RtcpSrPacket
 
 from . import sdp_check
 from .aiortc_seam import ActivityProbe, close_peer_connection, new_peer_connection
 from .errors import BadRequest, BadSdp
 from .events import Negotiated, Subscribed, SubscribeOffer, Unsubscribed
-from .fanout import FanoutSender
+from .fanout import FanoutSender, compound_reports
 from .publication import Downlink, Publication
 from .refs import owner
 from .trackpath import RelaySender, TrackSender
@@ -181,7 +182,13 @@ class SubscribeSession:
             self._force = False
             assert self.pc is not None
             started = time.monotonic()
-            await self.pc.setLocalDescription(await self.pc.createOffer())
+            try:
+                await self.pc.setLocalDescription(await self.pc.createOffer())
+            except InvalidStateError:
+                # aiortc closes the pc itself when the client's end closes: the
+                # participant is leaving and there is no one to offer to
+                log.debug("subscribe pc of %s closed", self.participant.peer_id)
+                return
             self.probe.watch(self.pc)
             self.participant.watch_dtls("subscribe", self.pc)
             tracks = {
@@ -279,23 +286,17 @@ class SubscribeSession:
         while True:
             await asyncio.sleep(0.5 + random.random())
             senders = [s.downlink for s in self.slots]
-            reports: list[AnyRtcpPacket] = []
-            chunks = []
+            reports: list[tuple[RtcpSrPacket, bytes]] = []
             for sender in senders:
                 assert isinstance(sender, FanoutSender)
                 sender.flush_transport_counters()
                 report = sender.sender_report()
                 if report is not None:
-                    reports.append(report)
-                    chunks.append(
-                        RtcpSourceInfo(
-                            ssrc=report.ssrc, items=[(1, (sender.cname or "").encode())]
-                        )
-                    )
+                    reports.append((report, (sender.cname or "").encode()))
             ready = [s for s in senders if isinstance(s, FanoutSender) and s.hook.ready]
             if reports and ready:
-                reports.append(RtcpSdesPacket(chunks=chunks))
-                await ready[0].hook.send_rtcp(b"".join(bytes(r) for r in reports))
+                for packet in compound_reports(reports):
+                    await ready[0].hook.send_rtcp(packet)
 
     def stats(self) -> list[dict[str, object]]:
         items: list[dict[str, object]] = []

@@ -240,3 +240,33 @@ async def test_track_path_fallback_also_carries_screens(start_server, clients):
     counters = watcher.counters
     assert counters[-1] > counters[0]
     await watcher.stop()
+
+
+def test_sender_reports_of_many_streams_split_into_protectable_compounds():
+    """A subscriber of 40 streams: every SR goes out once, each compound starts
+    with SRs and carries their CNAMEs, and each one fits what SRTCP protects."""
+    from aiortc.rtp import RtcpPacket, RtcpSdesPacket, RtcpSenderInfo
+    from pylibsrtp import Policy, Session
+
+    from sfu.fanout import compound_reports
+
+    cname = b"{0123456789abcdef-0123456789abcdef}"
+    reports = [
+        (RtcpSrPacket(ssrc=1000 + i, sender_info=RtcpSenderInfo(1, 2, 3, 4)), cname)
+        for i in range(40)
+    ]
+    key = bytes(range(30))
+    session = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    seen = []
+    packets = compound_reports(reports)
+    assert len(packets) > 1
+    for data in packets:
+        session.protect_rtcp(data)  # raised "packet is too long" as one compound
+        parsed = RtcpPacket.parse(data)
+        *srs, sdes = parsed
+        assert srs and all(isinstance(p, RtcpSrPacket) for p in srs)
+        assert isinstance(sdes, RtcpSdesPacket)
+        assert [c.ssrc for c in sdes.chunks] == [p.ssrc for p in srs]
+        assert all(c.items == [(1, cname)] for c in sdes.chunks)
+        seen += [p.ssrc for p in srs]
+    assert seen == [1000 + i for i in range(40)]
