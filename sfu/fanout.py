@@ -39,6 +39,7 @@ from aiortc.rtp import (
 )
 
 from .aiortc_seam import SendHook
+from .downlink import Downlink
 from .keyframes import is_keyframe
 from .sdp_check import codec_key
 
@@ -95,27 +96,19 @@ def one_byte_extensions(elements: list[tuple[int, bytes]]) -> bytes:
     return struct.pack("!HH", 0xBEDE, len(body) // 4) + body if body else b""
 
 
-class FanoutSender:
+class FanoutSender(Downlink):
     """One subscriber m-line on the fast path (see module docstring)."""
 
-    def __init__(
-        self,
-        transceiver: RTCRtpTransceiver,
-        kind: str,
-        viewer: str,
-    ) -> None:
-        self.kind = kind
-        self.viewer = viewer
+    def __init__(self, transceiver: RTCRtpTransceiver, kind: str, viewer: str) -> None:
+        super().__init__(kind, viewer)
         self.hook = SendHook(transceiver.sender, self, self._configure, self.stats)
         self._ssrc = self.hook.ssrc  # aiortc's RTCP router routes by this
-        self.mid: str | None = None
         self.cname: str | None = None
         self._codecs: list[RTCRtpCodecParameters] = []
         self._mid_element: list[tuple[int, bytes]] = []
         self._level_id = 0
         self._ext_plain = b""
         self._ext_level = (b"", b"")
-        self.publication: Any = None
         self._pt: int | None = None
         self._rtx_pt: int | None = None
         self._clock = 48000 if kind == "audio" else 90000
@@ -246,10 +239,6 @@ class FanoutSender:
             self.gaps_forwarded += step - 1  # lost before us, not by this downlink
         self._last_seq, self._last_ts = seq, ts
         self._last_at = self.publication.last_packet_at
-
-    def _ask_keyframe(self) -> None:
-        if self.publication is not None:
-            self.publication.request_keyframe(self.viewer)
 
     def _keyframe_starts(self, packet: RtpPacket) -> bool:
         """While waiting for a keyframe: is this its first packet? (asks again if

@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aiortc import MediaStreamTrack, RTCRtpTransceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -21,6 +21,7 @@ from aiortc.rtp import RtpPacket
 
 from .aiortc_seam import ReceiveHook
 from .audio_level import AudioLevelMeter
+from .downlink import Downlink
 from .events import KeyframeRequested
 from .refs import owner
 from .trackpath import Relay
@@ -30,19 +31,6 @@ if TYPE_CHECKING:
 
 screen_log = logging.getLogger("miscord.screen")
 voice_log = logging.getLogger("miscord.voice")
-
-
-class Downlink(Protocol):
-    """Where a publication's packets go for one subscriber (fast or track path)."""
-
-    publication: Any
-    mid: str | None
-
-    def bind(self, publication: Any) -> None: ...
-    def unbind(self) -> None: ...
-    def write(self, packet: RtpPacket) -> None: ...
-    def stats(self) -> list[dict[str, Any]]: ...
-    def close(self) -> None: ...
 
 
 PacketTap = Callable[[RtpPacket], None]

@@ -28,10 +28,11 @@ from aiortc.rtp import RtcpSrPacket
 
 from . import sdp_check
 from .aiortc_seam import ActivityProbe, close_peer_connection, new_peer_connection
+from .downlink import Downlink
 from .errors import BadRequest, BadSdp
 from .events import Negotiated, Subscribed, SubscribeOffer, Unsubscribed
 from .fanout import FanoutSender, compound_reports
-from .publication import Downlink, Publication
+from .publication import Publication
 from .refs import owner
 from .trackpath import RelaySender, TrackSender
 

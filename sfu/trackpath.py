@@ -29,6 +29,7 @@ from aiortc.rtp import (
 )
 
 from .aiortc_seam import intercept_rtcp
+from .downlink import Downlink
 
 QUEUE_LIMIT = 64  # frames; when full the oldest is dropped, never the event loop
 
@@ -57,35 +58,20 @@ class ForwardTrack(MediaStreamTrack):
             raise MediaStreamError
         return packet
 
-    def stop(self) -> None:
-        super().stop()
 
-
-class TrackSender:
+class TrackSender(Downlink):
     """One subscriber m-line on the track path."""
 
-    def __init__(
-        self,
-        transceiver: RTCRtpTransceiver,
-        kind: str,
-        viewer: str,
-    ) -> None:
-        self.kind = kind
-        self.viewer = viewer
+    def __init__(self, transceiver: RTCRtpTransceiver, kind: str, viewer: str) -> None:
+        super().__init__(kind, viewer)
         self.track = ForwardTrack(kind)
         self.sender = transceiver.sender
         self.sender.replaceTrack(self.track)
-        self.publication: Any = None
-        self.mid: str | None = None
         self._frame: list[bytes] = []
         self._frame_ts: int | None = None
         self._next_seq: int | None = None
         self.packets_sent = 0
         intercept_rtcp(self.sender, self._on_rtcp)
-
-    def _ask_keyframe(self) -> None:
-        if self.publication is not None:
-            self.publication.request_keyframe(self.viewer)
 
     def bind(self, publication: Any) -> None:
         self.publication = publication
@@ -152,20 +138,12 @@ class TrackSender:
         self.track.push(None)
 
 
-class RelaySender:
+class RelaySender(Downlink):
     """One subscriber m-line fed by MediaRelay: decode once, encode per subscriber."""
 
-    def __init__(
-        self,
-        transceiver: RTCRtpTransceiver,
-        kind: str,
-        viewer: str,
-    ) -> None:
-        self.kind = kind
-        self.viewer = viewer
+    def __init__(self, transceiver: RTCRtpTransceiver, kind: str, viewer: str) -> None:
+        super().__init__(kind, viewer)
         self.sender = transceiver.sender
-        self.publication: Any = None
-        self.mid: str | None = None
         self._proxy: MediaStreamTrack | None = None
 
     def bind(self, publication: Any) -> None:

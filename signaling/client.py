@@ -434,15 +434,16 @@ class VoiceClient:
             stats_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stats_task
-        for pc in (self.publish_pc, self.subscribe_pc):
-            if pc is not None:
-                await close_peer_connection(pc)
-        self.publish_pc = self.subscribe_pc = None
+        # the socket first: an offer read after its pc closed would fail
         if self.ws is not None:
             await self.ws.close()
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
+        for pc in (self.publish_pc, self.subscribe_pc):
+            if pc is not None:
+                await close_peer_connection(pc)
+        self.publish_pc = self.subscribe_pc = None
         if self.session is not None:
             await self.session.close()
             self.session = None

@@ -104,8 +104,8 @@ async def test_keyframe_requests_are_throttled_per_publisher(start_server, clien
     )  # one per new viewer, then 5 rounds of 4 PLIs
     spy = sharer.screen_spy
     period = spy.requests[-1] - spy.requests[0]
-    # at most one per second (arrival times jitter by a few ms on a busy loop)
-    assert len(spy.requests) <= period / 1.0 + 1
+    # at most one per second; sent 1.0 s apart, they may arrive a few ms closer
+    assert len(spy.requests) <= period / 0.95 + 1
     assert spy.max_per_window(0.8) <= 1
     assert len(spy.requests) <= pub.keyframes_sent
     for w in watchers:
