@@ -95,6 +95,11 @@ async def wait_report(server, peer_id: str, until, timeout: float = 12.0) -> dic
         await asyncio.sleep(0.25)
 
 
+def settled(body: dict[str, Any]) -> bool:
+    """The report has enough samples for scores (4 s at the tests' interval)."""
+    return len(body["series"]["t"]) >= 8 and body["downlink"]["score"] is not None
+
+
 def has(code: str, side: str):
     return lambda body: (code, side) in found(body)
 

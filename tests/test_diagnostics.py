@@ -13,6 +13,7 @@ from tests.diag_call import (
     has,
     participant,
     report,
+    settled,
     summary,
     wait_report,
 )
@@ -24,9 +25,6 @@ async def test_healthy_call_has_no_findings_and_scores_above_80(start_server, cl
     a = await participant(clients, server, "alice", 440)
     b = await participant(clients, server, "bob", 660)
     await connected(server, a, b)
-
-    def settled(body):
-        return len(body["series"]["t"]) >= 8 and body["downlink"]["score"] is not None
 
     for client in (a, b):
         body = await wait_report(server, client.peer_id, settled)
@@ -114,8 +112,8 @@ async def test_downlink_loss_on_one_subscriber_only(start_server, clients):
     evidence = finding(body, "downlink_loss")["evidence"]
     assert evidence["loss_pct_by_peer"]
     assert set(evidence["loss_pct_by_peer"]) <= {a.peer_id, b.peer_id}
-    for other in (a, b):
-        body = await report(server, other.peer_id)
+    for other in (a, b):  # healthy once past the call's first seconds
+        body = await wait_report(server, other.peer_id, settled)
         assert found(body) == set(), summary(body)
 
 
