@@ -109,8 +109,10 @@ async def selftest() -> None:
         for attr in ("_codecs", "_headerExtensions"):
             if not hasattr(transceiver, attr):
                 raise UnsupportedAiortc(f"RTCRtpTransceiver.{attr} is missing")
-        for name in ("remote_streams", "decoder_queue", "rtcp_ssrc"):
+        for name in ("remote_streams", "decoder_queue", "rtcp_ssrc", "rtcp_task"):
             _private(transceiver.receiver, "RTCRtpReceiver", name)
+        for name in ("rtp_task", "rtcp_task"):
+            _private(transceiver.sender, "RTCRtpSender", name)
         dtls = transceiver.sender.transport
         for name in ("tx_bytes", "tx_packets"):
             _private(dtls, "RTCDtlsTransport", name)
@@ -220,6 +222,22 @@ async def close_peer_connection(pc: RTCPeerConnection) -> None:
         for protocol in dtls.transport._connection._protocols
     ]
     await asyncio.shield(pc.close())
+    # A negotiation that raced close() may have started a receiver or sender
+    # after close() stopped them: end their RTP/RTCP tasks before the transports
+    # go, or they fail on a missing transport and their tracebacks keep them.
+    leftovers = [
+        task
+        for receiver, sender, _ in parts
+        for obj, name in (
+            (receiver, "_RTCRtpReceiver__rtcp_task"),
+            (sender, "_RTCRtpSender__rtp_task"),
+            (sender, "_RTCRtpSender__rtcp_task"),
+        )
+        if (task := getattr(obj, name, None)) is not None and not task.done()
+    ]
+    for task in leftovers:
+        task.cancel()
+    await asyncio.gather(*leftovers, return_exceptions=True)
     for receiver, sender, _ in parts:
         for obj, attrs in ((receiver, _RECEIVER_HOOKS), (sender, _SENDER_HOOKS)):
             for attr in attrs:
