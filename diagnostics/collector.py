@@ -76,6 +76,8 @@ class _Downlink:
     sent_series: _Series = field(default_factory=_Series)
     report_t: float | None = None
     report_lost: int = 0
+    report_missing: int | None = None  # packetsMissingUpstream (fast path)
+    report_highest: int = 0
 
 
 @dataclass
@@ -245,28 +247,39 @@ class StatsCollector:
         previous: _Downlink,
     ) -> SubFlow:
         """One interval of one remote microphone; loss is counted between two
-        receiver reports, against what was sent between their times."""
+        receiver reports, against the sequence numbers they cover (fast path)
+        or what was sent between their times."""
         sub = SubFlow(publisher=publisher, sent=sent, confirmed=report is not None)
         if report is None:
             return sub
         uplink = self._publisher_uplink(publisher)
         report_t = report.get("timestamp")
         lost = int(report.get("packetsLost", 0))
+        missing = report.get("packetsMissingUpstream")
+        highest = int(report.get("highestSequenceNumber", 0))
         if report_t is not None and report_t != previous.report_t:
             if previous.report_t is not None:
                 sub.reported = True
-                sub.expected = round(
-                    previous.sent_series.at(report_t)
-                    - previous.sent_series.at(previous.report_t)
-                )
                 sub.lost = lost - previous.report_lost
-                upstream = 0.0
-                if uplink is not None:
-                    series = uplink.lost_series
-                    upstream = series.at(report_t) - series.at(previous.report_t)
+                if missing is not None and previous.report_missing is not None:
+                    # fast path, exact: the report's own sequence numbers, less
+                    # the gaps we forwarded among them (lost before us)
+                    upstream = missing - previous.report_missing
+                    sub.expected = highest - previous.report_highest - upstream
+                else:  # by time, interpolated between ticks
+                    sub.expected = round(
+                        previous.sent_series.at(report_t)
+                        - previous.sent_series.at(previous.report_t)
+                    )
+                    upstream = 0.0
+                    if uplink is not None:
+                        series = uplink.lost_series
+                        upstream = series.at(report_t) - series.at(previous.report_t)
                 # signed: interpolation errors cancel out over a window
                 sub.lost_here = round(sub.lost - upstream)
             previous.report_t, previous.report_lost = report_t, lost
+            previous.report_missing = missing
+            previous.report_highest = highest
         jitter = report.get("jitter")
         if jitter is not None:
             # independent jitter adds in variance: keep what this hop added

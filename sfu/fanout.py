@@ -16,6 +16,8 @@ import logging
 import random
 import struct
 import time
+from bisect import bisect_right
+from collections import deque
 from typing import Any
 
 from aiortc import RTCRtpTransceiver, clock
@@ -55,6 +57,8 @@ RTT_ALPHA = 0.85
 KEYFRAME_RETRY = 1.5
 #: RTP ticks one frame advances, used when a stream restarts right away
 FRAME_TICKS = {"audio": 960, "video": 3000}
+#: upstream gaps remembered to reconcile receiver reports with (per downlink)
+GAP_MARKS = 1024
 #: bytes of one compound RTCP packet: what pylibsrtp protects (1500 less its
 #: 148-byte trailer reserve), with room to spare
 RTCP_COMPOUND_MAX = 1200
@@ -134,7 +138,11 @@ class FanoutSender(Downlink):
         self.retransmitted_packets = 0
         #: sequence numbers skipped in what we forwarded (lost upstream)
         self.gaps_forwarded = 0
-        self._first_seq = 0
+        #: (extended sequence number after a gap, gaps up to it): what a
+        #: receiver report that reached a sequence number counts of upstream loss
+        self._gap_marks: deque[tuple[int, int]] = deque(maxlen=GAP_MARKS)
+        self._gaps_before_marks = 0
+        self._first_seq = self._ext_seq = 0
         self.nack_count = 0
         self.pli_count = 0
         self.fir_count = 0
@@ -231,14 +239,29 @@ class FanoutSender(Downlink):
         self.bytes_sent += len(payload)
         last = self._last_seq
         if last is None:
-            self._first_seq = seq
+            self._first_seq = self._ext_seq = seq
         else:
             step = (seq - last) & 0xFFFF
             if step >= 0x8000:
                 return  # a late packet: the newest one stays the reference
-            self.gaps_forwarded += step - 1  # lost before us, not by this downlink
+            self._ext_seq += step
+            if step > 1:  # lost before us, not by this downlink
+                self._mark_gap(step - 1)
         self._last_seq, self._last_ts = seq, ts
         self._last_at = self.publication.last_packet_at
+
+    def _mark_gap(self, size: int) -> None:
+        marks = self._gap_marks
+        if len(marks) == marks.maxlen:
+            self._gaps_before_marks = marks[0][1]
+        self.gaps_forwarded += size
+        marks.append((self._ext_seq, self.gaps_forwarded))
+
+    def _gaps_up_to(self, ext_seq: int) -> int:
+        """Upstream gaps among the sequence numbers up to ``ext_seq``."""
+        marks = self._gap_marks
+        i = bisect_right(marks, ext_seq, key=lambda mark: mark[0])
+        return marks[i - 1][1] if i else self._gaps_before_marks
 
     def _keyframe_starts(self, packet: RtpPacket) -> bool:
         """While waiting for a keyframe: is this its first packet? (asks again if
@@ -320,6 +343,8 @@ class FanoutSender(Downlink):
             "packetsLost": report.packets_lost,
             "packetsReceived": max(0, expected - report.packets_lost),
             "highestSequenceNumber": report.highest_sequence,
+            # of packetsLost, those that never reached us (not W3C)
+            "packetsMissingUpstream": self._gaps_up_to(report.highest_sequence),
             "fractionLost": report.fraction_lost / 256,
             "jitter": report.jitter / self._clock,
         }

@@ -93,11 +93,10 @@ async def test_uplink_loss_is_the_publishers_not_its_listeners(start_server, cli
     body = await report(server, a.peer_id)
     assert 5 < body["uplink"]["loss_pct"] < 16, summary(body)
     assert body["uplink"]["score"] < 80
-    # bob's receiver reports carry alice's gaps; subtracted, what is left of
-    # them is the interpolation between receiver reports (a packet or two of
-    # a short window), far below the uplink's loss
+    # bob's receiver reports carry alice's gaps, but bob's own downlink is clean
     bob = await report(server, b.peer_id)
-    assert bob["downlink"]["loss_pct"] < body["uplink"]["loss_pct"] / 2, summary(bob)
+    assert ("downlink_loss", "downlink") not in found(bob), summary(bob)
+    assert bob["downlink"]["loss_pct"] < 1, summary(bob)
     assert fault.dropped > 0
 
 
@@ -109,7 +108,7 @@ async def test_downlink_loss_on_one_subscriber_only(start_server, clients):
     await connected(server, a, b, c)
     IncomingFault(c.subscribe_pc, drop=0.1)
     body = await wait_report(server, c.peer_id, has("downlink_loss", "downlink"))
-    assert body["verdict"] == "degraded"
+    assert body["verdict"] == "degraded", summary(body)
     evidence = finding(body, "downlink_loss")["evidence"]
     assert evidence["loss_pct_by_peer"]
     assert set(evidence["loss_pct_by_peer"]) <= {a.peer_id, b.peer_id}
