@@ -140,8 +140,9 @@ async def test_killed_transport_is_diagnosable_after_removal(start_server, clien
     while a.peer_id in server.services.sfu.participants:
         assert time.monotonic() < deadline, "the killed peer was never removed"
         await asyncio.sleep(0.1)
-    body = await report(server, a.peer_id)
-    assert body["live"] is False and body["state"] == "closed"
+    # the diagnostics learn of the removal through the event bus, a moment later
+    body = await wait_report(server, a.peer_id, lambda body: not body["live"])
+    assert body["state"] == "closed"
     assert body["verdict"] == "broken"
     assert found(body) == {("not_connected", "both")}
     assert finding(body, "not_connected")["evidence"]["leave_reason"] == "timeout"
