@@ -275,7 +275,8 @@ class StatsCollector:
                     if uplink is not None:
                         series = uplink.lost_series
                         upstream = series.at(report_t) - series.at(previous.report_t)
-                # signed: interpolation errors cancel out over a window
+                # signed: a late packet (or an interpolation error) makes an
+                # interval negative and cancels out over a window
                 sub.lost_here = round(sub.lost - upstream)
             previous.report_t, previous.report_lost = report_t, lost
             previous.report_missing = missing

@@ -112,10 +112,9 @@ class TrackSender(Downlink):
         self.packets_sent += 1
 
     async def _on_rtcp(self, packet: AnyRtcpPacket) -> None:
-        if (
-            isinstance(packet, RtcpPsfbPacket)
-            and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR)
-            and self.publication is not None
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (
+            RTCP_PSFB_PLI,
+            RTCP_PSFB_FIR,
         ):
             self._ask_keyframe()
 
