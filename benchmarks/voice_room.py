@@ -8,6 +8,7 @@ the server's own fan-out time and event-loop lag) and RSS per participant.
 All paths run in one invocation, so their ratios compare like with like.
 
     scripts/bench voice_room --sizes 4,8,12,16,20 --seconds 10
+    scripts/bench voice_room --modes fast,fast@asyncio   # the server's event loop
 """
 
 from __future__ import annotations
@@ -73,8 +74,15 @@ class Result:
 
 
 async def run_room(mode: str, n: int, seconds: float) -> Result:
+    """``mode``: a forwarding path, optionally ``@`` the server's event loop
+    (``fast@asyncio``; the default loop otherwise)."""
+    forwarding, _, loop = mode.partition("@")
     server = await ServerProcess.start(
-        "--forwarding", mode, "--max-participants", "200"
+        "--forwarding",
+        forwarding,
+        "--max-participants",
+        "200",
+        *(("--event-loop", loop) if loop else ()),
     )
     workers: list[Worker] = []
     try:
@@ -85,7 +93,7 @@ async def run_room(mode: str, n: int, seconds: float) -> Result:
             if mine:
                 workers.append(
                     await Worker.start(
-                        __spec__.name, server.url, ",".join(mine), str(n), mode
+                        __spec__.name, server.url, ",".join(mine), str(n), forwarding
                     )
                 )
         ready = [await w.recv(timeout=90) for w in workers]
@@ -134,12 +142,12 @@ async def run_room(mode: str, n: int, seconds: float) -> Result:
 # --- worker process ---------------------------------------------------------------
 
 
-async def worker(url: str, users: list[str], n: int, mode: str) -> None:
+async def worker(url: str, users: list[str], n: int, forwarding: str) -> None:
     from signaling import auth
     from signaling.client import VoiceClient
     from signaling.loadclient import Counter, StampedAudio, encode_tone
 
-    opus = encode_tone() if mode == "relay" else None
+    opus = encode_tone() if forwarding == "relay" else None
     counters: list[Counter] = []
     clients: list[VoiceClient] = []
     for user in users:
@@ -204,7 +212,7 @@ def table(results: list[Result]) -> str:
 async def main(args: argparse.Namespace) -> None:
     results = []
     for mode in args.modes.split(","):
-        sizes = args.relay_sizes if mode == "relay" else args.sizes
+        sizes = args.relay_sizes if mode.startswith("relay") else args.sizes
         for n in (int(x) for x in sizes.split(",")):
             result = await run_room(mode, n, args.seconds)
             results.append(result)
@@ -219,7 +227,9 @@ async def main(args: argparse.Namespace) -> None:
         f"--sizes {args.sizes} --relay-sizes {args.relay_sizes} --seconds {args.seconds}`.\n\n"
         "N participants in one channel, each publishing 20 ms Opus-sized packets "
         "(stamped, never decoded; the relay baseline gets real Opus) and receiving all "
-        "others, clients in 2 other processes. CPU is the server process alone over "
+        "others, clients in 2 other processes. The server runs on its default event "
+        "loop (uvloop); a path written `fast@asyncio` is the same path on asyncio's "
+        "own loop (`--event-loop asyncio`). CPU is the server process alone over "
         f"{args.seconds} s after warm-up; a stream-second is one subscription for one "
         "second. e2e latency: publisher's stamp to the receiving client's RTP hook (both "
         "clients' event loops included: an upper bound of what the server adds); fan-out: "
@@ -240,13 +250,13 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        url, users, n, mode = (
+        url, users, n, forwarding = (
             sys.argv[2],
             sys.argv[3].split(","),
             int(sys.argv[4]),
             sys.argv[5],
         )
-        asyncio.run(worker(url, users, n, mode))
+        asyncio.run(worker(url, users, n, forwarding))
     else:
         parser = argparse.ArgumentParser(description=__doc__)
         parser.add_argument("--modes", default="fast,track,relay")

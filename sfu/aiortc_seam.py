@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -137,10 +139,12 @@ async def selftest() -> None:
         udp, _ = await loop.create_datagram_endpoint(
             asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
         )
-        raw = getattr(udp, "_sock", None)
-        udp.close()
-        if raw is None or not hasattr(raw, "sendto"):
-            raise UnsupportedAiortc("asyncio datagram transports have no _sock")
+        try:
+            own_socket(udp).close()
+        except (AttributeError, OSError) as exc:
+            raise UnsupportedAiortc(f"no socket behind {type(udp).__name__}") from exc
+        finally:
+            udp.close()
     finally:
         await pc.close()
 
@@ -256,6 +260,30 @@ async def close_peer_connection(pc: RTCPeerConnection) -> None:
         dtls._transport = None
     for protocol in protocols:
         protocol.__dict__.pop("datagram_received", None)
+        if (sock := protocol.__dict__.pop(_SOCKET_ATTRIBUTE, None)) is not None:
+            sock.close()
+
+
+#: the attribute of an aioice protocol holding the fast path's own socket on it
+_SOCKET_ATTRIBUTE = "_miscord_socket"
+
+
+def own_socket(transport: asyncio.BaseTransport) -> socket.socket:
+    """A socket object of our own on a datagram transport's socket (a duplicate
+    file descriptor): asyncio's and uvloop's transports only lend out wrappers
+    that cannot send. Its owner closes it."""
+    lent = transport.get_extra_info("socket")
+    return socket.socket(lent.family, lent.type, fileno=os.dup(lent.fileno()))
+
+
+def _protocol_socket(protocol: Any) -> socket.socket:
+    """The fast path's socket on an ICE protocol's, made once per protocol and
+    closed by ``close_peer_connection``."""
+    sock = protocol.__dict__.get(_SOCKET_ATTRIBUTE)
+    if sock is None:
+        sock = own_socket(protocol.transport)
+        setattr(protocol, _SOCKET_ATTRIBUTE, sock)
+    return sock
 
 
 _RECEIVER_HOOKS = ("receive", "_handle_rtp_packet", "_miscord_hook")
@@ -283,6 +311,54 @@ def parse_candidate(candidate: dict[str, Any]) -> RTCIceCandidate | None:
     if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
         parsed.sdpMLineIndex = 0
     return parsed
+
+
+PROTECT_MAX = 1500  # the largest RTP packet the fast path protects (an MTU)
+
+
+class SrtpScratch:
+    """The buffer libsrtp protects and unprotects in, in place, shared by every
+    session: the event loop runs one packet at a time and each use ends (its
+    result copied or sent) before the next begins. Calling libsrtp directly
+    skips pylibsrtp's wrappers, which allocate and check per packet and cost
+    more than the cipher; one buffer for all keeps the per-packet path's
+    memory small."""
+
+    def __init__(self) -> None:
+        self.cdata = _ffi.new("char[]", PROTECT_MAX + pylibsrtp.SRTP_MAX_TRAILER_LEN)
+        self.buffer = _ffi.buffer(self.cdata)
+        self.view = memoryview(self.buffer)
+        self.length = _ffi.new("int *")
+
+    def protect(self, session: Any, data: bytes) -> memoryview | None:
+        """``data`` protected by ``session`` (an ``srtp_t``), valid until the
+        next use; None if it is too long or libsrtp refuses it."""
+        size = len(data)
+        if size > PROTECT_MAX:
+            return None
+        self.buffer[0:size] = data
+        self.length[0] = size
+        if _srtp_protect(session, self.cdata, self.length):
+            return None
+        return self.view[: self.length[0]]
+
+    def unprotect(self, session: Any, data: bytes) -> bytes | None:
+        """``data`` authenticated and decrypted, or None (too long, replayed,
+        forged)."""
+        size = len(data)
+        if size > len(self.buffer):
+            return None
+        self.buffer[0:size] = data
+        self.length[0] = size
+        if _srtp_unprotect(session, self.cdata, self.length):
+            return None
+        return self.buffer[0 : self.length[0]]
+
+
+_srtp_protect = pylibsrtp._binding.lib.srtp_protect
+_srtp_unprotect = pylibsrtp._binding.lib.srtp_unprotect
+_ffi = pylibsrtp._binding.ffi
+_SCRATCH = SrtpScratch()
 
 
 RECEIVE_QUEUE_LIMIT = 512  # datagrams waiting for aiortc's DTLS task
@@ -347,10 +423,12 @@ class ActivityProbe:
 
 
 def _receive_srtp(dtls: RTCDtlsTransport, data: bytes) -> None:
+    plain = _SCRATCH.unprotect(dtls._rx_srtp._srtp[0], data)
+    if plain is None:
+        return
     try:
-        plain = dtls._rx_srtp.unprotect(data)
         packet = RtpPacket.parse(plain, dtls._rtp_header_extensions_map)
-    except (pylibsrtp.Error, ValueError):
+    except ValueError:
         return
     dtls._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
     dtls._RTCDtlsTransport__rx_bytes += len(data)  # type: ignore[attr-defined]
@@ -410,6 +488,7 @@ class ReceiveHook:
         self.receiver = receiver
         self.sink = sink
         self.codecs: dict[int, RTCRtpCodecParameters] = {}
+        self.rtx_types: set[int] = set()  # payload types of RTX
         self.rtx_ssrc: dict[int, int] = {}
         self.streams: dict[int, StreamStatistics] = _private(
             receiver, "RTCRtpReceiver", "remote_streams"
@@ -429,6 +508,7 @@ class ReceiveHook:
     async def _on_receive(self, parameters: RTCRtpReceiveParameters) -> None:
         for codec in parameters.codecs:
             self.codecs[codec.payloadType] = codec
+        self.rtx_types = {pt for pt, codec in self.codecs.items() if is_rtx(codec)}
         for encoding in parameters.encodings:
             if encoding.rtx:
                 self.rtx_ssrc[encoding.rtx.ssrc] = encoding.ssrc
@@ -465,7 +545,7 @@ class ReceiveHook:
                         fci=pack_remb_fci(*remb),
                     )
                 )
-        if is_rtx(codec):
+        if packet.payload_type in self.rtx_types:
             original = self.rtx_ssrc.get(packet.ssrc)
             apt = codec.parameters.get("apt")
             if original is None or len(packet.payload) < 2 or apt not in self.codecs:
@@ -507,11 +587,6 @@ class ReceiveHook:
 
 
 # --- sending without a track ------------------------------------------------------
-
-
-_SRTP_BUFFER = 1500 + 16  # an MTU plus the SRTP auth tag
-_srtp_protect = pylibsrtp._binding.lib.srtp_protect
-_ffi = pylibsrtp._binding.ffi
 
 
 def _connect_once(sock: Any, addr: tuple[Any, ...]) -> None:
@@ -576,10 +651,6 @@ class SendHook:
         self.addr: Any = None
         self.dropped = 0
         self._srtp_t: Any = None
-        self._cdata = _ffi.new("char[]", _SRTP_BUFFER)
-        self._buffer = _ffi.buffer(self._cdata)
-        self._view = memoryview(self._buffer)
-        self._length = _ffi.new("int *")
         sender.send = self._on_send  # type: ignore[method-assign]
         sender.stop = self._on_stop  # type: ignore[method-assign]
         sender.getStats = self._on_get_stats  # type: ignore[method-assign]
@@ -597,7 +668,7 @@ class SendHook:
         if pair is not None and transport._tx_srtp is not None:
             self.srtp = transport._tx_srtp
             self._srtp_t = self.srtp._srtp[0]
-            self.socket, self.addr = pair.protocol.transport._sock, pair.remote_addr
+            self.socket, self.addr = _protocol_socket(pair.protocol), pair.remote_addr
             _connect_once(self.socket, self.addr)
         self._configure(parameters)
 
@@ -655,18 +726,16 @@ class SendHook:
         """Protect and send one RTP packet; returns the bytes put on the wire
         (0 when it was dropped: full socket buffer or an SRTP refusal).
 
-        libsrtp is called through pylibsrtp's cffi binding on a buffer of our
-        own and the datagram goes to the raw socket: the Python wrappers around
-        both cost more than the encryption and the system call themselves.
+        libsrtp works in ``SrtpScratch`` and the datagram goes to our own
+        socket: the Python wrappers around both cost more than the encryption
+        and the system call themselves.
         """
-        size = len(data)
-        self._buffer[0:size] = data
-        self._length[0] = size
-        if _srtp_protect(self._srtp_t, self._cdata, self._length):
+        protected = _SCRATCH.protect(self._srtp_t, data)
+        if protected is None:
             self.dropped += 1
             return 0
         try:
-            return self.socket.send(self._view[: self._length[0]])
+            return self.socket.send(protected)
         except OSError:  # BlockingIOError included: UDP drops, it never blocks
             self.dropped += 1
             return 0

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import resource
 import sys
 from collections.abc import Sequence
 
+import uvloop
 from aiohttp import web
 
 from diagnostics import logs
@@ -42,6 +44,9 @@ def _serve(args: argparse.Namespace) -> int:
         print=None,
         shutdown_timeout=5.0,
         access_log=None,
+        loop=uvloop.new_event_loop()
+        if settings.event_loop == "uvloop"
+        else asyncio.new_event_loop(),
     )
     return 0
 

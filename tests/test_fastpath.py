@@ -270,3 +270,34 @@ def test_sender_reports_of_many_streams_split_into_protectable_compounds():
         assert all(c.items == [(1, cname)] for c in sdes.chunks)
         seen += [p.ssrc for p in srs]
     assert seen == [1000 + i for i in range(40)]
+
+
+def test_srtp_scratch_round_trips_and_refuses_what_does_not_fit():
+    """The fast path's own libsrtp calls: what ``protect`` makes, a real
+    receiving session opens; a packet longer than an MTU, a replay or a forged
+    one is refused (None), never written past the buffer or raised."""
+    from aiortc.rtp import RtpPacket
+    from pylibsrtp import Policy, Session
+
+    key = bytes(range(30))
+    sender = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    receiver = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND))
+    scratch = aiortc_seam.SrtpScratch()
+    biggest = RtpPacket(payload_type=111, sequence_number=7, ssrc=5)
+    biggest.payload = bytes(range(256)) * 5 + bytes(aiortc_seam.PROTECT_MAX - 12 - 1280)
+    plain = biggest.serialize()
+    assert len(plain) == aiortc_seam.PROTECT_MAX
+    protected = bytes(scratch.protect(sender._srtp[0], plain))
+    assert len(protected) > len(plain)  # (longer than pylibsrtp would open)
+    assert scratch.unprotect(receiver._srtp[0], protected) == plain
+
+    assert scratch.protect(sender._srtp[0], plain + b"\0") is None
+    again = RtpPacket(payload_type=111, sequence_number=8, ssrc=5, payload=b"x" * 80)
+    sealed = sender.protect(again.serialize())
+    assert scratch.unprotect(receiver._srtp[0], sealed) == again.serialize()
+    assert scratch.unprotect(receiver._srtp[0], sealed) is None  # a replay
+    forged = sender.protect(
+        RtpPacket(payload_type=111, sequence_number=9, ssrc=5, payload=b"y").serialize()
+    )
+    assert scratch.unprotect(receiver._srtp[0], forged[:-1] + b"\0") is None
+    assert scratch.unprotect(receiver._srtp[0], b"\x80" * 4000) is None
