@@ -6,8 +6,6 @@ would not put on the server.
 
 A child process drains R sockets in an epoll loop; this process sends one
 datagram to each of them, then pauses (the receiver falls asleep) or not.
-Then the other way round: what each event loop costs a receiver woken by one
-datagram every 5 ms (the server's lot at a few publishers).
 
     scripts/bench udp_wakeup
 """
@@ -15,16 +13,12 @@ datagram every 5 ms (the server's lot at a few publishers).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import multiprocessing
 import resource
 import selectors
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-
-import uvloop
 
 from benchmarks.common import fmt, machine, write_section
 
@@ -92,52 +86,6 @@ def run_case(receivers: int, pause_ms: float, packets: int) -> Case:
     )
 
 
-def pace(address: tuple[str, int], count: int, period: float) -> None:
-    """Send ``count`` datagrams to ``address``, one every ``period`` seconds."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(address)
-        start = time.monotonic()
-        for i in range(count):
-            time.sleep(max(0.0, start + i * period - time.monotonic()))
-            s.send(PAYLOAD)
-
-
-def receive_with_loop(
-    new_loop: Callable[[], asyncio.AbstractEventLoop], count: int
-) -> float:
-    """CPU µs this process spends per datagram received through a datagram
-    endpoint of the loop ``new_loop`` makes, one datagram every 5 ms."""
-    loop = new_loop()
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    received = asyncio.Event()
-    seen = 0
-
-    class Sink(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-            nonlocal seen
-            seen += 1
-            if seen == count:
-                received.set()
-
-    async def run() -> float:
-        await loop.create_datagram_endpoint(Sink, sock=sink)
-        child = multiprocessing.get_context("fork").Process(
-            target=pace, args=(sink.getsockname(), count, 0.005)
-        )
-        cpu0 = time.process_time()
-        child.start()
-        await asyncio.wait_for(received.wait(), count * 0.005 + 10)
-        cpu = time.process_time() - cpu0
-        child.join()
-        return 1e6 * cpu / count
-
-    try:
-        return loop.run_until_complete(run())
-    finally:
-        loop.close()
-
-
 def main(args: argparse.Namespace) -> None:
     cases = [
         run_case(receivers, pause, args.packets)
@@ -160,23 +108,6 @@ def main(args: argparse.Namespace) -> None:
         "sleeping Python process costs by itself.\n\n"
         "| receivers R | pause between rounds ms | wall µs per send | "
         "sender CPU µs per round | per send |\n|---|---|---|---|---|\n" + rows + "\n"
-    )
-    loops = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
-    per_datagram = {
-        name: [receive_with_loop(make, args.packets // 6) for _ in range(3)]
-        for name, make in loops.items()
-    }
-    body += (
-        "\nThe receiving side: CPU of a process whose event loop is woken by one "
-        f"datagram every 5 ms ({args.packets // 6} datagrams, three runs each; "
-        "the child that sends is not counted). The server runs on uvloop "
-        "(`--event-loop`).\n\n| event loop | receiver CPU µs per datagram |\n"
-        "|---|---|\n"
-        + "\n".join(
-            f"| {name} | {' / '.join(fmt(x) for x in runs)} |"
-            for name, runs in per_datagram.items()
-        )
-        + "\n"
     )
     if args.write:
         write_section("udp_wakeup", body)

@@ -8,7 +8,6 @@ the server's own fan-out time and event-loop lag) and RSS per participant.
 All paths run in one invocation, so their ratios compare like with like.
 
     scripts/bench voice_room --sizes 4,8,12,16,20 --seconds 10
-    scripts/bench voice_room --modes fast,fast@asyncio   # the server's event loop
 """
 
 from __future__ import annotations
@@ -74,15 +73,8 @@ class Result:
 
 
 async def run_room(mode: str, n: int, seconds: float) -> Result:
-    """``mode``: a forwarding path, optionally ``@`` the server's event loop
-    (``fast@asyncio``; the default loop otherwise)."""
-    forwarding, _, loop = mode.partition("@")
     server = await ServerProcess.start(
-        "--forwarding",
-        forwarding,
-        "--max-participants",
-        "200",
-        *(("--event-loop", loop) if loop else ()),
+        "--forwarding", mode, "--max-participants", "200"
     )
     workers: list[Worker] = []
     try:
@@ -93,7 +85,7 @@ async def run_room(mode: str, n: int, seconds: float) -> Result:
             if mine:
                 workers.append(
                     await Worker.start(
-                        __spec__.name, server.url, ",".join(mine), str(n), forwarding
+                        __spec__.name, server.url, ",".join(mine), str(n), mode
                     )
                 )
         ready = [await w.recv(timeout=90) for w in workers]
@@ -220,8 +212,7 @@ def table(results: list[Result]) -> str:
 async def main(args: argparse.Namespace) -> None:
     results = []
     for mode in args.modes.split(","):
-        forwarding = mode.partition("@")[0]
-        sizes = {"relay": args.relay_sizes, "track": args.track_sizes}.get(forwarding)
+        sizes = {"relay": args.relay_sizes, "track": args.track_sizes}.get(mode)
         sizes = sizes or args.sizes
         for n in (int(x) for x in sizes.split(",")):
             result = await run_room(mode, n, args.seconds)
@@ -239,9 +230,7 @@ async def main(args: argparse.Namespace) -> None:
         + f"--seconds {args.seconds}`.\n\n"
         "N participants in one channel, each publishing 20 ms Opus-sized packets "
         "(stamped, never decoded; the relay baseline gets real Opus) and receiving all "
-        "others, clients in 2 other processes. The server runs on its default event "
-        "loop (uvloop); a path written `fast@asyncio` is the same path on asyncio's "
-        "own loop (`--event-loop asyncio`). CPU is the server process alone over "
+        "others, clients in 2 other processes. CPU is the server process alone over "
         f"{args.seconds} s after warm-up; a stream-second is one subscription for one "
         "second. e2e latency: publisher's stamp to the receiving client's RTP hook (both "
         "clients' event loops included: an upper bound of what the server adds); fan-out: "

@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -139,12 +137,10 @@ async def selftest() -> None:
         udp, _ = await loop.create_datagram_endpoint(
             asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
         )
-        try:
-            own_socket(udp).close()
-        except (AttributeError, OSError) as exc:
-            raise UnsupportedAiortc(f"no socket behind {type(udp).__name__}") from exc
-        finally:
-            udp.close()
+        raw = getattr(udp, "_sock", None)
+        udp.close()
+        if raw is None or not hasattr(raw, "sendto"):
+            raise UnsupportedAiortc("asyncio datagram transports have no _sock")
     finally:
         await pc.close()
 
@@ -260,30 +256,6 @@ async def close_peer_connection(pc: RTCPeerConnection) -> None:
         dtls._transport = None
     for protocol in protocols:
         protocol.__dict__.pop("datagram_received", None)
-        if (sock := protocol.__dict__.pop(_SOCKET_ATTRIBUTE, None)) is not None:
-            sock.close()
-
-
-#: the attribute of an aioice protocol holding the fast path's own socket on it
-_SOCKET_ATTRIBUTE = "_miscord_socket"
-
-
-def own_socket(transport: asyncio.BaseTransport) -> socket.socket:
-    """A socket object of our own on a datagram transport's socket (a duplicate
-    file descriptor): asyncio's and uvloop's transports only lend out wrappers
-    that cannot send. Its owner closes it."""
-    lent = transport.get_extra_info("socket")
-    return socket.socket(lent.family, lent.type, fileno=os.dup(lent.fileno()))
-
-
-def _protocol_socket(protocol: Any) -> socket.socket:
-    """The fast path's socket on an ICE protocol's, made once per protocol and
-    closed by ``close_peer_connection``."""
-    sock = protocol.__dict__.get(_SOCKET_ATTRIBUTE)
-    if sock is None:
-        sock = own_socket(protocol.transport)
-        setattr(protocol, _SOCKET_ATTRIBUTE, sock)
-    return sock
 
 
 _RECEIVER_HOOKS = ("receive", "_handle_rtp_packet", "_miscord_hook")
@@ -668,7 +640,7 @@ class SendHook:
         if pair is not None and transport._tx_srtp is not None:
             self.srtp = transport._tx_srtp
             self._srtp_t = self.srtp._srtp[0]
-            self.socket, self.addr = _protocol_socket(pair.protocol), pair.remote_addr
+            self.socket, self.addr = pair.protocol.transport._sock, pair.remote_addr
             _connect_once(self.socket, self.addr)
         self._configure(parameters)
 
@@ -726,7 +698,7 @@ class SendHook:
         """Protect and send one RTP packet; returns the bytes put on the wire
         (0 when it was dropped: full socket buffer or an SRTP refusal).
 
-        libsrtp works in ``SrtpScratch`` and the datagram goes to our own
+        libsrtp works in ``SrtpScratch`` and the datagram goes to the raw
         socket: the Python wrappers around both cost more than the encryption
         and the system call themselves.
         """

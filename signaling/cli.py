@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import resource
 import sys
 from collections.abc import Sequence
 
-import uvloop
 from aiohttp import web
 
 from diagnostics import logs
@@ -44,9 +42,6 @@ def _serve(args: argparse.Namespace) -> int:
         print=None,
         shutdown_timeout=5.0,
         access_log=None,
-        loop=uvloop.new_event_loop()
-        if settings.event_loop == "uvloop"
-        else asyncio.new_event_loop(),
     )
     return 0
 

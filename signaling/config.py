@@ -103,12 +103,6 @@ class Settings:
         default="fast",
         metadata=_help("fast (packet fan-out), track (aiortc senders) or relay"),
     )
-    event_loop: str = field(
-        default="uvloop",
-        metadata=_help(
-            "uvloop (libuv: less CPU per wake-up, so per packet) or asyncio"
-        ),
-    )
     stats_interval: float = field(
         default=2.0, metadata=_help("seconds between getStats samples per peer")
     )
@@ -133,8 +127,6 @@ class Settings:
             self.ice_hosts = ["127.0.0.1"] if self.loopback else []
         if self.forwarding not in ("fast", "track", "relay"):
             raise ValueError("forwarding must be fast, track or relay")
-        if self.event_loop not in ("uvloop", "asyncio"):
-            raise ValueError("event_loop must be uvloop or asyncio")
         if self.log_format not in ("text", "json"):
             raise ValueError("log_format must be text or json")
 

@@ -101,8 +101,6 @@ def test_ice_hosts_and_dev_login_follow_the_bind():
 def test_invalid_settings_are_refused():
     with pytest.raises(ValueError):
         config.Settings(forwarding="carrier-pigeon")
-    with pytest.raises(ValueError):
-        config.Settings(event_loop="tokio")
     with pytest.raises(SystemExit):
         config.from_sources(None, {"SFU_PORT": "eighty"})
 
