@@ -7,6 +7,8 @@ import time
 
 import pytest
 from aiortc.rtp import RtcpSrPacket
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sfu import aiortc_seam
 from tests.media import CounterScreen
@@ -301,3 +303,71 @@ def test_srtp_scratch_round_trips_and_refuses_what_does_not_fit():
     )
     assert scratch.unprotect(receiver._srtp[0], forged[:-1] + b"\0") is None
     assert scratch.unprotect(receiver._srtp[0], b"\x80" * 4000) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    marker=st.integers(0, 1),
+    payload_type=st.integers(0, 127),
+    csrc=st.lists(st.integers(0, 2**32 - 1), max_size=15),
+    mid=st.none() | st.text("0123456789ab", min_size=1, max_size=3),
+    level=st.none() | st.tuples(st.booleans(), st.integers(0, 127)),
+    abs_send_time=st.none() | st.integers(0, 2**24 - 1),
+    payload=st.binary(max_size=64),
+    padding=st.integers(0, 255),
+    cut=st.integers(0, 400),
+)
+def test_lean_rtp_parse_agrees_with_aiortc(
+    marker, payload_type, csrc, mid, level, abs_send_time, payload, padding, cut
+):
+    """The fast path's own RTP parse reads what aiortc's does for every field
+    the forwarding uses, and a truncated packet is a ValueError in both."""
+    from aiortc.rtcrtpparameters import (
+        RTCRtpHeaderExtensionParameters,
+        RTCRtpParameters,
+    )
+    from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+    uris = [
+        "urn:ietf:params:rtp-hdrext:sdes:mid",
+        "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+        "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+    ]
+    extensions = HeaderExtensionsMap()
+    extensions.configure(
+        RTCRtpParameters(
+            headerExtensions=[
+                RTCRtpHeaderExtensionParameters(id=i + 1, uri=uri)
+                for i, uri in enumerate(uris)
+            ]
+        )
+    )
+    packet = RtpPacket(payload_type, marker, 4242, 960_000, 0xDEADBEEF, payload)
+    packet.csrc = csrc
+    packet.extensions.mid = mid
+    packet.extensions.audio_level = level
+    packet.extensions.abs_send_time = abs_send_time
+    packet.padding_size = padding if payload else 0
+    data = packet.serialize(extensions)
+    ids = extensions._HeaderExtensionsMap__ids
+    for sample in (data, data[: cut % (len(data) + 1)]):
+        try:
+            expected = RtpPacket.parse(sample, extensions)
+        except ValueError:
+            with pytest.raises(ValueError):
+                aiortc_seam.parse_rtp(sample, ids)
+            continue
+        got = aiortc_seam.parse_rtp(sample, ids)
+        for field in (
+            "marker",
+            "payload_type",
+            "sequence_number",
+            "timestamp",
+            "ssrc",
+            "csrc",
+            "payload",
+            "padding_size",
+        ):
+            assert getattr(got, field) == getattr(expected, field), field
+        assert got.extensions.audio_level == expected.extensions.audio_level
+        assert got.extensions.abs_send_time == expected.extensions.abs_send_time
