@@ -376,6 +376,12 @@ class ActivityProbe:
         original = protocol.datagram_received
         component = protocol.local_candidate.component
         queue = protocol.receiver._queue
+        # the ids object is the map's own, updated in place on renegotiation
+        ids = (
+            _private(dtls._rtp_header_extensions_map, "HeaderExtensionsMap", "ids")
+            if dtls is not None
+            else None
+        )
 
         def received(data: bytes, addr: tuple[Any, ...]) -> None:
             self.last_rx = time.monotonic()
@@ -386,7 +392,7 @@ class ActivityProbe:
                 and 127 < data[0] < 192
                 and not 191 < data[1] < 209  # RTCP packet types
             ):
-                _receive_srtp(dtls, data)
+                _receive_srtp(dtls, ids, data)
             elif data and 127 < data[0] < 192:
                 # aiortc's receive queue is unbounded: a peer flooding us faster
                 # than we read gets its excess dropped, like a full socket would
@@ -400,7 +406,8 @@ class ActivityProbe:
         return received
 
 
-_RTP_HEADER = struct.Struct("!BBHII")
+#: an RTP fixed header without CSRCs (RFC 3550 5.1)
+RTP_HEADER = struct.Struct("!BBHII")
 _EXTENSION_HEADER = struct.Struct("!HH")
 
 
@@ -412,7 +419,7 @@ def parse_rtp(data: bytes, ids: Any) -> RtpPacket:
     size = len(data)
     if size < 12:
         raise ValueError("RTP packet shorter than its header")
-    first, second, seq, timestamp, ssrc = _RTP_HEADER.unpack_from(data)
+    first, second, seq, timestamp, ssrc = RTP_HEADER.unpack_from(data)
     if first >> 6 != 2:
         raise ValueError("not RTP version 2")
     packet = RtpPacket(second & 0x7F, second >> 7, seq, timestamp, ssrc)
@@ -448,14 +455,12 @@ def parse_rtp(data: bytes, ids: Any) -> RtpPacket:
     return packet
 
 
-def _receive_srtp(dtls: RTCDtlsTransport, data: bytes) -> None:
+def _receive_srtp(dtls: RTCDtlsTransport, ids: Any, data: bytes) -> None:
     plain = _SCRATCH.unprotect(dtls._rx_srtp._srtp[0], data)
     if plain is None:
         return
     try:
-        packet = parse_rtp(
-            plain, dtls._rtp_header_extensions_map._HeaderExtensionsMap__ids
-        )  # type: ignore[attr-defined]
+        packet = parse_rtp(plain, ids)
     except ValueError:
         return
     dtls._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]

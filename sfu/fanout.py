@@ -40,7 +40,7 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
-from .aiortc_seam import SendHook
+from .aiortc_seam import RTP_HEADER, SendHook
 from .downlink import Downlink
 from .keyframes import is_keyframe
 from .sdp_check import codec_key
@@ -48,7 +48,6 @@ from .sdp_check import codec_key
 log = logging.getLogger("miscord.voice")
 screen_log = logging.getLogger("miscord.screen")
 
-HEADER = struct.Struct("!BBHII")
 HISTORY = 512  # packets kept per subscriber for NACKs (a power of two)
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
@@ -223,7 +222,7 @@ class FanoutSender(Downlink):
             ext = self._ext_plain
         payload = packet.payload
         data = (
-            HEADER.pack(
+            RTP_HEADER.pack(
                 0x90 if ext else 0x80,
                 (packet.marker << 7) | pt,
                 seq,
@@ -357,9 +356,9 @@ class FanoutSender(Downlink):
             header_len = 12
             if data[0] & 0x10:
                 header_len += 4 + 4 * struct.unpack_from("!H", data, 14)[0]
-            _, m_pt, _, ts, _ = HEADER.unpack_from(data)
+            _, m_pt, _, ts, _ = RTP_HEADER.unpack_from(data)
             data = (
-                HEADER.pack(
+                RTP_HEADER.pack(
                     data[0],
                     (m_pt & 0x80) | self._rtx_pt,
                     self._rtx_seq,
