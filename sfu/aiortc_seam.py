@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
+import os
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -60,6 +61,9 @@ from aiortc.stats import (
     RTCRemoteInboundRtpStreamStats,
     RTCStatsReport,
 )
+
+from ._fanout_native import ffi as native_ffi
+from ._fanout_native import lib as native_lib
 
 #: versions of the packages whose internals this module uses, as tested
 TESTED = {"aiortc": ("1.16.0",), "aioice": ("0.13.0",), "pylibsrtp": ("1.0.0",)}
@@ -337,6 +341,14 @@ _srtp_protect = pylibsrtp._binding.lib.srtp_protect
 _srtp_unprotect = pylibsrtp._binding.lib.srtp_unprotect
 _ffi = pylibsrtp._binding.ffi
 _SCRATCH = SrtpScratch()
+
+
+def _address(pointer: Any) -> int:
+    return int(_ffi.cast("uintptr_t", pointer))
+
+
+# the C fan-out protects through pylibsrtp's own libsrtp (no second copy of it)
+native_lib.fan_init(_address(_ffi.addressof(pylibsrtp._binding.lib, "srtp_protect")))
 
 
 RECEIVE_QUEUE_LIMIT = 512  # datagrams waiting for aiortc's DTLS task
@@ -636,6 +648,37 @@ def _connect_once(sock: Any, addr: tuple[Any, ...]) -> None:
         raise UnsupportedAiortc(f"ICE socket connected to {peer}, nominated {addr}")
 
 
+class SocketDups:
+    """One duplicate descriptor per ICE socket, shared by the senders on it
+    (every m-line of a bundled pc): the C fan-out sends on it, so a socket
+    aioice closes can never be replaced by another behind the C side's back.
+    Closed with its last user."""
+
+    def __init__(self) -> None:
+        #: id of a socket (alive: each user holds it) -> [duplicate, users]
+        self._dups: dict[int, list[int]] = {}
+
+    def acquire(self, sock: Any) -> int:
+        entry = self._dups.setdefault(id(sock), [-1, 0])
+        if entry[0] < 0:
+            entry[0] = os.dup(sock.fileno())
+        entry[1] += 1
+        return entry[0]
+
+    def release(self, sock: Any) -> None:
+        entry = self._dups[id(sock)]
+        entry[1] -= 1
+        if not entry[1]:
+            os.close(entry[0])
+            del self._dups[id(sock)]
+
+    def __len__(self) -> int:
+        return len(self._dups)
+
+
+_SOCKET_DUPS = SocketDups()
+
+
 def _ignore_parameters(parameters: RTCRtpSendParameters) -> None:
     """What a detached SendHook does when aiortc renegotiates its sender."""
 
@@ -663,7 +706,9 @@ class SendHook:
     header extensions, mid) but never starts its RTP/RTCP tasks; instead
     ``owner`` is configured with the negotiated parameters, receives the RTCP
     aimed at the sender's SSRC, answers getStats, and writes SRTP straight to the
-    nominated ICE socket (``send``)."""
+    nominated ICE socket (``send``, and the C fan-out through ``target``: its
+    SRTP session and a duplicate of the socket this hook owns, so the C side
+    never holds a descriptor aioice may have closed and reused)."""
 
     def __init__(
         self,
@@ -671,6 +716,7 @@ class SendHook:
         owner: RtcpSink,
         configure: Callable[[RTCRtpSendParameters], None],
         stats: Callable[[], list[Any]],
+        target: Any,
     ) -> None:
         self.sender = sender
         self.ssrc: int = sender._ssrc
@@ -684,6 +730,8 @@ class SendHook:
         self.addr: Any = None
         self.dropped = 0
         self._srtp_t: Any = None
+        self._target = target  # a ``struct fan_sub *``
+        target.fd = -1
         sender.send = self._on_send  # type: ignore[method-assign]
         sender.stop = self._on_stop  # type: ignore[method-assign]
         sender.getStats = self._on_get_stats  # type: ignore[method-assign]
@@ -693,6 +741,8 @@ class SendHook:
         return self.socket is not None
 
     async def _on_send(self, parameters: RTCRtpSendParameters) -> None:
+        if self._owner is _RELEASED:
+            return  # aiortc connecting a pc already closed: nothing to take
         transport = self.sender.transport
         if self._registered is not transport:
             transport._register_rtp_sender(self._owner, parameters)
@@ -701,8 +751,13 @@ class SendHook:
         if pair is not None and transport._tx_srtp is not None:
             self.srtp = transport._tx_srtp
             self._srtp_t = self.srtp._srtp[0]
-            self.socket, self.addr = pair.protocol.transport._sock, pair.remote_addr
-            _connect_once(self.socket, self.addr)
+            socket, self.addr = pair.protocol.transport._sock, pair.remote_addr
+            _connect_once(socket, self.addr)
+            if socket is not self.socket:
+                self._release_target()
+                self.socket = socket
+                self._target.fd = _SOCKET_DUPS.acquire(socket)
+            self._target.srtp = native_ffi.cast("void *", _address(self._srtp_t))
         self._configure(parameters)
 
     async def _on_stop(self) -> None:
@@ -713,10 +768,19 @@ class SendHook:
         if self._registered is not None:
             self._registered._unregister_rtp_sender(self._owner)
             self._registered = None
+        self._release_target()
         self.socket = self.srtp = None
         self._owner = _RELEASED
         self._configure = _ignore_parameters
         self._stats = list
+
+    def _release_target(self) -> None:
+        target = self._target
+        target.active = 0
+        target.srtp = native_ffi.NULL
+        target.fd = -1
+        if self.socket is not None:
+            _SOCKET_DUPS.release(self.socket)
 
     async def _on_get_stats(self) -> RTCStatsReport:
         """aiortc's getStats() shape, from the owner's W3C dictionaries."""

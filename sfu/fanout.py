@@ -40,7 +40,7 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
-from .aiortc_seam import RTP_HEADER, SendHook
+from .aiortc_seam import RTP_HEADER, SendHook, native_ffi, native_lib
 from .downlink import Downlink
 from .keyframes import is_keyframe
 from .sdp_check import codec_key
@@ -99,49 +99,119 @@ def one_byte_extensions(elements: list[tuple[int, bytes]]) -> bytes:
     return struct.pack("!HH", 0xBEDE, len(body) // 4) + body if body else b""
 
 
+#: where a retransmission is rewritten (the event loop runs one at a time)
+_REWRITE = native_ffi.new("char[]", 1500)
+
+
+def _fan_out(
+    targets: Any, count: int, packet: RtpPacket, epoch: int, now: float
+) -> int:
+    """``packet`` to the first ``count`` of ``targets`` (see fanout_native.c)."""
+    level = packet.extensions.audio_level
+    payload = packet.payload
+    return native_lib.fan_out(
+        targets,
+        count,
+        payload,
+        len(payload),
+        packet.marker,
+        packet.sequence_number,
+        packet.timestamp,
+        packet.ssrc,
+        -1 if level is None else (level[0] << 7) | level[1],
+        epoch,
+        now,
+    )
+
+
+class FanoutGroup:
+    """The fast-path subscribers of one publication. One C call per packet
+    rewrites, protects and sends it to every subscriber in sync with the
+    stream; Python takes the rest (a first packet, a resync, a viewer waiting
+    for a keyframe) and records gaps. The NACK history is kept here once for
+    all subscribers, as received: a retransmission is rewritten when asked."""
+
+    def __init__(self) -> None:
+        self.senders: list[FanoutSender] = []
+        self.history: list[RtpPacket | None] = [None] * HISTORY
+        self._targets: Any = native_ffi.NULL
+        self._count = 0
+
+    def add(self, sender: FanoutSender) -> None:
+        self.senders.append(sender)
+        self._rebuild()
+
+    def remove(self, sender: FanoutSender) -> None:
+        self.senders.remove(sender)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        targets = [sender.native for sender in self.senders]
+        self._targets = native_ffi.new("struct fan_sub *[]", targets)
+        self._count = len(targets)
+
+    def write(self, packet: RtpPacket, epoch: int, now: float) -> None:
+        self.history[packet.sequence_number & (HISTORY - 1)] = packet
+        if not self._count:
+            return
+        flags = _fan_out(self._targets, self._count, packet, epoch, now)
+        if flags & native_lib.FAN_SKIPPED:
+            for sender in self.senders:
+                if sender.native.skipped:
+                    sender.write(packet)
+        if flags & native_lib.FAN_GAP:
+            for sender in self.senders:
+                if sender.native.gap_pending:
+                    sender.record_gap()
+
+    def rewrite(self, sender: FanoutSender, packet: RtpPacket) -> bytes | None:
+        """``packet`` as ``sender`` sent it (unprotected), for a retransmission."""
+        level = packet.extensions.audio_level
+        size = native_lib.fan_rewrite(
+            sender.native,
+            _REWRITE,
+            packet.payload,
+            len(packet.payload),
+            packet.marker,
+            packet.sequence_number,
+            packet.timestamp,
+            -1 if level is None else (level[0] << 7) | level[1],
+        )
+        return None if size < 0 else native_ffi.buffer(_REWRITE, size)[:]
+
+
 class FanoutSender(Downlink):
-    """One subscriber m-line on the fast path (see module docstring)."""
+    """One subscriber m-line on the fast path (see module docstring). Its
+    sending state lives in ``native`` (a ``struct fan_sub``, see
+    ``fanout_native.h``), which the C loop reads and counts in."""
 
     def __init__(self, transceiver: RTCRtpTransceiver, kind: str, viewer: str) -> None:
         super().__init__(kind, viewer)
-        self.hook = SendHook(transceiver.sender, self, self._configure, self.stats)
-        self._ssrc = self.hook.ssrc  # aiortc's RTCP router routes by this
+        self.native = native_ffi.new("struct fan_sub *")
+        self.native.epoch = -1
+        self.hook = SendHook(
+            transceiver.sender, self, self._configure, self.stats, self.native
+        )
+        self._ssrc = self.native.ssrc = self.hook.ssrc  # aiortc's RTCP router
         self.cname: str | None = None
         self._codecs: list[RTCRtpCodecParameters] = []
-        self._mid_element: list[tuple[int, bytes]] = []
-        self._level_id = 0
-        self._ext_plain = b""
-        self._ext_level = (b"", b"")
         self._pt: int | None = None
         self._rtx_pt: int | None = None
         self._clock = 48000 if kind == "audio" else 90000
-        # rewrite state: continuous across publishers, mutes and renegotiations
-        self._in_ssrc: int | None = None
-        self._epoch = -1
-        self._seq_off = 0
-        self._ts_off = 0
-        self._last_seq: int | None = None
-        self._last_ts = 0
-        self._last_at = 0.0
-        self._history: list[bytes | None] = [None] * HISTORY
         #: video starts at a keyframe: delta frames before it cannot be decoded
         self._awaiting_keyframe = False
         self._awaiting_since = 0.0
         self._rtx_seq = random.randint(0, 0x7FFF)
-        # counters (W3C names in stats())
-        self.packets_sent = 0
-        self.bytes_sent = 0
-        self.wire_bytes = 0
+        self._anchor = 0  # the received sequence number the offsets start at
+        # counters (W3C names in stats()); the per-packet ones are in ``native``
         self._wire_packets_counted = 0
         self._wire_bytes_counted = 0
         self.retransmitted_packets = 0
-        #: sequence numbers skipped in what we forwarded (lost upstream)
-        self.gaps_forwarded = 0
+        self.retransmitted_bytes = 0
         #: (extended sequence number after a gap, gaps up to it): what a
         #: receiver report that reached a sequence number counts of upstream loss
         self._gap_marks: deque[tuple[int, int]] = deque(maxlen=GAP_MARKS)
         self._gaps_before_marks = 0
-        self._first_seq = self._ext_seq = 0
         self.nack_count = 0
         self.pli_count = 0
         self.fir_count = 0
@@ -153,6 +223,19 @@ class FanoutSender(Downlink):
         self.rtt_count = 0
         self.remote: dict[str, Any] | None = None
 
+    @property
+    def packets_sent(self) -> int:
+        return self.native.packets_sent
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.native.bytes_sent
+
+    @property
+    def gaps_forwarded(self) -> int:
+        """Sequence numbers skipped in what we forwarded (lost upstream)."""
+        return self.native.gaps
+
     # --- negotiation and binding ------------------------------------------------
 
     def _configure(self, parameters: RTCRtpSendParameters) -> None:
@@ -161,14 +244,17 @@ class FanoutSender(Downlink):
         self._codecs = list(parameters.codecs)
         ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
         mid_id = ids.get(MID_URI)
-        self._mid_element = [(mid_id, self.mid.encode())] if mid_id and self.mid else []
-        self._level_id = ids.get(LEVEL_URI, 0) if self.kind == "audio" else 0
-        self._ext_plain = one_byte_extensions(self._mid_element)
-        if self._level_id:
-            # the level byte is the only part that changes per packet
-            full = one_byte_extensions([*self._mid_element, (self._level_id, b"\0")])
-            at = 4 + sum(1 + len(v) for _, v in self._mid_element) + 1
-            self._ext_level = (full[:at], full[at + 1 :])
+        mid = [(mid_id, self.mid.encode())] if mid_id and self.mid else []
+        plain = one_byte_extensions(mid)
+        native = self.native
+        native.plain_len = len(plain)
+        native.ext_plain[0 : len(plain)] = plain
+        level_id = ids.get(LEVEL_URI, 0) if self.kind == "audio" else 0
+        full = one_byte_extensions([*mid, (level_id, b"\0")]) if level_id else b""
+        native.level_len = len(full)
+        native.ext_level[0 : len(full)] = full
+        # the level byte is the only part that changes per packet
+        native.level_at = 4 + sum(1 + len(v) for _, v in mid) + 1
         self._select_payload_types()
         if self._awaiting_keyframe and self.hook.ready and self.publication is not None:
             # the first moment this viewer can receive: ask for a picture now
@@ -177,7 +263,8 @@ class FanoutSender(Downlink):
 
     def bind(self, publication: Any) -> None:
         self.publication = publication
-        self._epoch = -1  # resync on the first packet
+        self.native.epoch = -1  # resync on the first packet
+        self.native.active = 0
         self._awaiting_keyframe = self.kind == "video"
         self._awaiting_since = time.monotonic()
         self._select_payload_types()
@@ -187,74 +274,47 @@ class FanoutSender(Downlink):
     def unbind(self) -> None:
         self.publication = None
         self._pt = None
+        self.native.active = 0
 
     def _select_payload_types(self) -> None:
         self._pt = self._rtx_pt = None
+        self.native.active = 0  # until write() sees a payload type again
         if self.publication is None:
             return
         wanted = codec_key(self.publication.codec)
         for codec in self._codecs:
             if not is_rtx(codec) and codec_key(codec) == wanted:
-                self._pt = codec.payloadType
+                self._pt = self.native.pt = codec.payloadType
                 break
         for codec in self._codecs:
             if is_rtx(codec) and codec.parameters.get("apt") == self._pt:
                 self._rtx_pt = codec.payloadType
 
-    # --- the hot path -------------------------------------------------------------
+    # --- the packets the C loop skipped ------------------------------------------
 
     def write(self, packet: RtpPacket) -> None:
-        pt = self._pt
-        hook = self.hook
-        if pt is None or hook.socket is None:
+        """A packet the C loop did not send to this subscriber: start (or
+        restart) the stream here, then hand it to the C loop for good."""
+        if self._pt is None or not self.hook.ready:
             return
         if self._awaiting_keyframe and not self._keyframe_starts(packet):
             return
-        if packet.ssrc != self._in_ssrc or self._epoch != self.publication.epoch:
+        native = self.native
+        if packet.ssrc != native.in_ssrc or native.epoch != self.publication.epoch:
             self._resync(packet)
-        seq = (packet.sequence_number + self._seq_off) & 0xFFFF
-        ts = (packet.timestamp + self._ts_off) & 0xFFFFFFFF
-        level = packet.extensions.audio_level
-        if self._level_id and level is not None:
-            head, tail = self._ext_level
-            ext = head + bytes(((level[0] << 7) | level[1],)) + tail
-        else:
-            ext = self._ext_plain
-        payload = packet.payload
-        data = (
-            RTP_HEADER.pack(
-                0x90 if ext else 0x80,
-                (packet.marker << 7) | pt,
-                seq,
-                ts,
-                self._ssrc,
-            )
-            + ext
-            + payload
-        )
-        self._history[seq & (HISTORY - 1)] = data
-        self.wire_bytes += hook.send(data)
-        self.packets_sent += 1
-        self.bytes_sent += len(payload)
-        last = self._last_seq
-        if last is None:
-            self._first_seq = self._ext_seq = seq
-        else:
-            step = (seq - last) & 0xFFFF
-            if step >= 0x8000:
-                return  # a late packet: the newest one stays the reference
-            self._ext_seq += step
-            if step > 1:  # lost before us, not by this downlink
-                self._mark_gap(step - 1)
-        self._last_seq, self._last_ts = seq, ts
-        self._last_at = self.publication.last_packet_at
+        native.active = 1
+        pub = self.publication
+        one = native_ffi.new("struct fan_sub *[]", [native])
+        if _fan_out(one, 1, packet, pub.epoch, pub.last_packet_at) & native_lib.FAN_GAP:
+            self.record_gap()
 
-    def _mark_gap(self, size: int) -> None:
+    def record_gap(self) -> None:
+        native = self.native
+        native.gap_pending = 0
         marks = self._gap_marks
         if len(marks) == marks.maxlen:
             self._gaps_before_marks = marks[0][1]
-        self.gaps_forwarded += size
-        marks.append((self._ext_seq, self.gaps_forwarded))
+        marks.append((native.ext_seq, native.gaps))
 
     def _gaps_up_to(self, ext_seq: int) -> int:
         """Upstream gaps among the sequence numbers up to ``ext_seq``."""
@@ -283,17 +343,19 @@ class FanoutSender(Downlink):
 
     def _resync(self, packet: RtpPacket) -> None:
         """Choose offsets so the outgoing stream continues where it left off."""
-        if self._last_seq is None:
+        native = self.native
+        if not native.has_last:
             out_seq = random.randint(0, 0x7FFF)
             out_ts = random.getrandbits(32)
         else:
-            out_seq = (self._last_seq + 1) & 0xFFFF
-            elapsed = int((time.monotonic() - self._last_at) * self._clock)
-            out_ts = (self._last_ts + max(elapsed, FRAME_TICKS[self.kind])) & 0xFFFFFFFF
-        self._seq_off = (out_seq - packet.sequence_number) & 0xFFFF
-        self._ts_off = (out_ts - packet.timestamp) & 0xFFFFFFFF
-        self._in_ssrc = packet.ssrc
-        self._epoch = self.publication.epoch
+            out_seq = (native.last_seq + 1) & 0xFFFF
+            elapsed = int((time.monotonic() - native.last_at) * self._clock)
+            out_ts = native.last_ts + max(elapsed, FRAME_TICKS[self.kind])
+        native.seq_off = (out_seq - packet.sequence_number) & 0xFFFF
+        native.ts_off = (out_ts - packet.timestamp) & 0xFFFFFFFF
+        native.in_ssrc = packet.ssrc
+        native.epoch = self.publication.epoch
+        self._anchor = packet.sequence_number
 
     # --- RTCP -------------------------------------------------------------------------
 
@@ -336,7 +398,8 @@ class FanoutSender(Downlink):
             self.rtt_total += rtt
             self.rtt_count += 1
         # the report counts from the first sequence number it saw, ours
-        expected = ((report.highest_sequence - self._first_seq) & 0xFFFFFFFF) + 1
+        first = self.native.first_seq
+        expected = ((report.highest_sequence - first) & 0xFFFFFFFF) + 1
         self.remote = {
             "timestamp": time.time(),
             "packetsLost": report.packets_lost,
@@ -349,8 +412,22 @@ class FanoutSender(Downlink):
         }
 
     def _retransmit(self, seq: int) -> None:
-        data = self._history[seq & (HISTORY - 1)]
-        if data is None or struct.unpack_from("!H", data, 2)[0] != seq:
+        """Send again what went out as ``seq``, rewritten from the received
+        packet, as RTX when negotiated; nothing if it is no longer known (or
+        was received before the current offsets)."""
+        native, pub = self.native, self.publication
+        if pub is None or not native.active or native.epoch != pub.epoch:
+            return
+        packet = pub.fanout.history[(seq - native.seq_off) & (HISTORY - 1)]
+        if (
+            packet is None
+            or packet.ssrc != native.in_ssrc
+            or (packet.sequence_number + native.seq_off) & 0xFFFF != seq
+            or (packet.sequence_number - self._anchor) & 0xFFFF >= 0x8000
+        ):
+            return
+        data = pub.fanout.rewrite(self, packet)
+        if data is None:
             return
         if self._rtx_pt is not None:
             header_len = 12
@@ -371,7 +448,7 @@ class FanoutSender(Downlink):
             )
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
         if self.hook.socket is not None:
-            self.wire_bytes += self.hook.send(data)
+            self.retransmitted_bytes += self.hook.send(data)
             self.retransmitted_packets += 1
 
     def sender_report(self) -> RtcpSrPacket | None:
@@ -379,7 +456,8 @@ class FanoutSender(Downlink):
         if not self.packets_sent:
             return None
         ntp = clock.current_ntp_time()
-        ticks = int((time.monotonic() - self._last_at) * self._clock)
+        native = self.native
+        ticks = int((time.monotonic() - native.last_at) * self._clock)
         self._sr_sent[(ntp >> 16) & 0xFFFFFFFF] = time.time()
         while len(self._sr_sent) > 8:
             del self._sr_sent[next(iter(self._sr_sent))]
@@ -387,7 +465,7 @@ class FanoutSender(Downlink):
             ssrc=self._ssrc,
             sender_info=RtcpSenderInfo(
                 ntp_timestamp=ntp,
-                rtp_timestamp=(self._last_ts + ticks) & 0xFFFFFFFF,
+                rtp_timestamp=(native.last_ts + ticks) & 0xFFFFFFFF,
                 packet_count=self.packets_sent & 0xFFFFFFFF,
                 octet_count=self.bytes_sent & 0xFFFFFFFF,
             ),
@@ -396,14 +474,12 @@ class FanoutSender(Downlink):
     def flush_transport_counters(self) -> None:
         """Add what bypassed aiortc's transport to its W3C counters."""
         packets = self.packets_sent + self.retransmitted_packets
+        wire_bytes = self.native.wire_bytes + self.retransmitted_bytes
         delta_p = packets - self._wire_packets_counted
-        delta_b = self.wire_bytes - self._wire_bytes_counted
+        delta_b = wire_bytes - self._wire_bytes_counted
         if delta_p or delta_b:
             self.hook.count_sent(delta_p, delta_b)
-            self._wire_packets_counted, self._wire_bytes_counted = (
-                packets,
-                self.wire_bytes,
-            )
+            self._wire_packets_counted, self._wire_bytes_counted = packets, wire_bytes
 
     # --- stats ----------------------------------------------------------------------
 

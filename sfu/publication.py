@@ -23,6 +23,7 @@ from .aiortc_seam import ReceiveHook
 from .audio_level import AudioLevelMeter
 from .downlink import Downlink
 from .events import KeyframeRequested
+from .fanout import FanoutGroup, FanoutSender
 from .refs import owner
 from .trackpath import Relay
 
@@ -58,6 +59,10 @@ class Publication:
         #: bumped whenever forwarding pauses, so downlinks re-anchor their offsets
         self.epoch = 0
         self.downlinks: list[Downlink] = []
+        #: the fast path's downlinks, sent to in one C call per packet
+        self.fanout = FanoutGroup()
+        #: the other downlinks, written to one by one
+        self.writers: list[Downlink] = []
         self.taps: list[PacketTap] = []
         self.packets = 0
         self.bytes = 0
@@ -92,7 +97,8 @@ class Publication:
             self.dropped_muted += 1
             return
         started = time.perf_counter()
-        for downlink in self.downlinks:
+        self.fanout.write(packet, self.epoch, now)
+        for downlink in self.writers:
             downlink.write(packet)
         self.fanout_times.append(time.perf_counter() - started)
         self.forwarded += len(self.downlinks)
@@ -107,10 +113,18 @@ class Publication:
     def attach(self, downlink: Downlink) -> None:
         downlink.bind(self)
         self.downlinks.append(downlink)
+        if isinstance(downlink, FanoutSender):
+            self.fanout.add(downlink)
+        else:
+            self.writers.append(downlink)
 
     def detach(self, downlink: Downlink) -> None:
         if downlink in self.downlinks:
             self.downlinks.remove(downlink)
+            if isinstance(downlink, FanoutSender):
+                self.fanout.remove(downlink)
+            else:
+                self.writers.remove(downlink)
         if downlink.publication is self:
             downlink.unbind()
 
