@@ -48,6 +48,7 @@ from aiortc.rtp import (
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
+    RtcpPacket,
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
     RtpPacket,
@@ -324,21 +325,24 @@ class SrtpScratch:
             return None
         return self.view[: self.length[0]]
 
-    def unprotect(self, session: Any, data: bytes) -> bytes | None:
+    def unprotect(
+        self, session: Any, data: bytes, unprotect: Any = None
+    ) -> bytes | None:
         """``data`` authenticated and decrypted, or None (too long, replayed,
-        forged)."""
+        forged); ``unprotect`` is libsrtp's function for SRTCP, else SRTP."""
         size = len(data)
         if size > len(self.buffer):
             return None
         self.buffer[0:size] = data
         self.length[0] = size
-        if _srtp_unprotect(session, self.cdata, self.length):
+        if (unprotect or _srtp_unprotect)(session, self.cdata, self.length):
             return None
         return self.buffer[0 : self.length[0]]
 
 
 _srtp_protect = pylibsrtp._binding.lib.srtp_protect
 _srtp_unprotect = pylibsrtp._binding.lib.srtp_unprotect
+_srtp_unprotect_rtcp = pylibsrtp._binding.lib.srtp_unprotect_rtcp
 _ffi = pylibsrtp._binding.ffi
 _SCRATCH = SrtpScratch()
 
@@ -358,10 +362,11 @@ PENDING_RTCP_LIMIT = 32  # NACK/REMB sends in flight per receiver
 class ActivityProbe:
     """When a datagram (STUN, DTLS, SRTP) last arrived on a peer connection.
 
-    With ``inline_rtp`` it also takes SRTP (not SRTCP) straight off the socket:
-    unprotect, parse, route to the receiver's ``ReceiveHook`` and forward, all in
-    the datagram callback, instead of aiortc's queue, task hop and per-packet
-    datetime arithmetic. Everything else (STUN, DTLS, SRTCP) takes aiortc's path.
+    With ``inline`` it also takes SRTP and SRTCP straight off the socket:
+    unprotect, parse, route (RTP to the receiver's ``ReceiveHook`` and on to the
+    forwarding, RTCP to its recipients), all in the datagram callback, instead
+    of aiortc's queue, task hop and per-packet datetime arithmetic. STUN and
+    DTLS take aiortc's path.
     """
 
     def __init__(self) -> None:
@@ -369,7 +374,7 @@ class ActivityProbe:
         self.dropped = 0  # datagrams refused because aiortc's queue was full
         self._wrapped: set[int] = set()
 
-    def watch(self, pc: RTCPeerConnection, inline_rtp: bool = False) -> None:
+    def watch(self, pc: RTCPeerConnection, inline: bool = False) -> None:
         """Wrap the receive side of every gathered socket of ``pc`` (idempotent)."""
         for transceiver in pc.getTransceivers():
             dtls = transceiver.receiver.transport
@@ -379,7 +384,7 @@ class ActivityProbe:
                     continue
                 self._wrapped.add(id(protocol))
                 protocol.datagram_received = self._receiver(
-                    protocol, dtls if inline_rtp else None
+                    protocol, dtls if inline else None
                 )
 
     def _receiver(
@@ -402,9 +407,11 @@ class ActivityProbe:
                 and dtls._rx_srtp is not None
                 and len(data) > 12
                 and 127 < data[0] < 192
-                and not 191 < data[1] < 209  # RTCP packet types
             ):
-                _receive_srtp(dtls, ids, data)
+                if 191 < data[1] < 209:  # RTCP packet types
+                    _receive_srtcp(dtls, data)
+                else:
+                    _receive_srtp(dtls, ids, data)
             elif data and 127 < data[0] < 192:
                 # aiortc's receive queue is unbounded: a peer flooding us faster
                 # than we read gets its excess dropped, like a full socket would
@@ -481,6 +488,34 @@ def _receive_srtp(dtls: RTCDtlsTransport, ids: Any, data: bytes) -> None:
     hook = getattr(receiver, HOOK_ATTRIBUTE, None)
     if hook is not None:
         hook.handle(packet)
+
+
+#: aiortc's RTCP handlers still running (a recipient without ``handle_rtcp``)
+_RTCP_TASKS: set[asyncio.Future[None]] = set()
+
+
+def _receive_srtcp(dtls: RTCDtlsTransport, data: bytes) -> None:
+    """aiortc's SRTCP handling, without its queue and task hop: recipients with
+    a synchronous ``handle_rtcp`` (the fast path's senders) get each packet in
+    this call; aiortc's own get their coroutine scheduled."""
+    plain = _SCRATCH.unprotect(dtls._rx_srtp._srtp[0], data, _srtp_unprotect_rtcp)
+    if plain is None:
+        return
+    try:
+        packets = RtcpPacket.parse(plain)
+    except ValueError:
+        return
+    dtls._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
+    dtls._RTCDtlsTransport__rx_bytes += len(data)  # type: ignore[attr-defined]
+    for packet in packets:
+        for recipient in dtls._rtp_router.route_rtcp(packet):
+            handle = getattr(recipient, "handle_rtcp", None)
+            if handle is not None:
+                handle(packet)
+            else:
+                task = asyncio.ensure_future(recipient._handle_rtcp_packet(packet))
+                _RTCP_TASKS.add(task)
+                task.add_done_callback(_RTCP_TASKS.discard)
 
 
 def ice_transport_of(pc: RTCPeerConnection) -> Any:
@@ -688,6 +723,9 @@ class _Released:
 
     _ssrc = 0
 
+    def handle_rtcp(self, packet: AnyRtcpPacket) -> None:
+        pass
+
     async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
         pass
 
@@ -696,7 +734,12 @@ _RELEASED = _Released()
 
 
 class RtcpSink(Protocol):
+    """What a SendHook's owner is to aiortc's RTCP router (``_ssrc``, the
+    coroutine aiortc awaits) and to the inline path (``handle_rtcp``)."""
+
     _ssrc: int
+
+    def handle_rtcp(self, packet: AnyRtcpPacket) -> None: ...
 
     async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None: ...
 

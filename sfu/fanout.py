@@ -360,6 +360,10 @@ class FanoutSender(Downlink):
     # --- RTCP -------------------------------------------------------------------------
 
     async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
+        self.handle_rtcp(packet)
+
+    def handle_rtcp(self, packet: AnyRtcpPacket) -> None:
+        """RTCP from the subscriber about this m-line (see module docstring)."""
         if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
             for report in packet.reports:
                 if report.ssrc == self._ssrc:

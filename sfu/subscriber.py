@@ -190,7 +190,9 @@ class SubscribeSession:
                 # participant is leaving and there is no one to offer to
                 log.debug("subscribe pc of %s closed", self.participant.peer_id)
                 return
-            self.probe.watch(self.pc)
+            self.probe.watch(
+                self.pc, inline=self.participant.settings.forwarding == "fast"
+            )
             self.participant.watch_dtls("subscribe", self.pc)
             tracks = {
                 slot.mid: {
