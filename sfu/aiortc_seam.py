@@ -12,7 +12,6 @@ at start instead of silently degrading.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.metadata
 import os
 import struct
@@ -313,15 +312,18 @@ class SrtpScratch:
         self.view = memoryview(self.buffer)
         self.length = _ffi.new("int *")
 
-    def protect(self, session: Any, data: bytes) -> memoryview | None:
+    def protect(
+        self, session: Any, data: bytes, protect: Any = None
+    ) -> memoryview | None:
         """``data`` protected by ``session`` (an ``srtp_t``), valid until the
-        next use; None if it is too long or libsrtp refuses it."""
+        next use; None if it is too long or libsrtp refuses it. ``protect`` is
+        libsrtp's function for SRTCP, else SRTP."""
         size = len(data)
         if size > PROTECT_MAX:
             return None
         self.buffer[0:size] = data
         self.length[0] = size
-        if _srtp_protect(session, self.cdata, self.length):
+        if (protect or _srtp_protect)(session, self.cdata, self.length):
             return None
         return self.view[: self.length[0]]
 
@@ -341,6 +343,7 @@ class SrtpScratch:
 
 
 _srtp_protect = pylibsrtp._binding.lib.srtp_protect
+_srtp_protect_rtcp = pylibsrtp._binding.lib.srtp_protect_rtcp
 _srtp_unprotect = pylibsrtp._binding.lib.srtp_unprotect
 _srtp_unprotect_rtcp = pylibsrtp._binding.lib.srtp_unprotect_rtcp
 _ffi = pylibsrtp._binding.ffi
@@ -862,15 +865,16 @@ class SendHook:
         report.update(transport._get_stats())
         return report
 
-    def send(self, data: bytes) -> int:
-        """Protect and send one RTP packet; returns the bytes put on the wire
-        (0 when it was dropped: full socket buffer or an SRTP refusal).
+    def send(self, data: bytes, protect: Any = None) -> int:
+        """Protect and send one RTP packet (RTCP with ``_srtp_protect_rtcp``);
+        returns the bytes put on the wire (0 when it was dropped: full socket
+        buffer or an SRTP refusal).
 
         libsrtp works in ``SrtpScratch`` and the datagram goes to the raw
         socket: the Python wrappers around both cost more than the encryption
         and the system call themselves.
         """
-        protected = _SCRATCH.protect(self._srtp_t, data)
+        protected = _SCRATCH.protect(self._srtp_t, data, protect)
         if protected is None:
             self.dropped += 1
             return 0
@@ -880,10 +884,10 @@ class SendHook:
             self.dropped += 1
             return 0
 
-    async def send_rtcp(self, data: bytes) -> None:
-        if self._registered is not None:
-            with contextlib.suppress(ConnectionError):
-                await self._registered._send_rtp(data)
+    def send_rtcp(self, data: bytes) -> None:
+        """Protect and send one compound RTCP packet, counted for getStats."""
+        if self.socket is not None:
+            self.count_sent(1, self.send(data, _srtp_protect_rtcp))
 
     def count_sent(self, packets: int, octets: int) -> None:
         """Keep the transport's W3C counters true for what bypassed it."""

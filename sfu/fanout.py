@@ -20,7 +20,7 @@ from bisect import bisect_right
 from collections import deque
 from typing import Any
 
-from aiortc import RTCRtpTransceiver, clock
+from aiortc import RTCRtpTransceiver
 from aiortc.codecs import is_rtx
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
 from aiortc.rtp import (
@@ -32,9 +32,6 @@ from aiortc.rtp import (
     RtcpPsfbPacket,
     RtcpRrPacket,
     RtcpRtpfbPacket,
-    RtcpSdesPacket,
-    RtcpSenderInfo,
-    RtcpSourceInfo,
     RtcpSrPacket,
     RtpPacket,
     unpack_remb_fci,
@@ -63,32 +60,37 @@ GAP_MARKS = 1024
 RTCP_COMPOUND_MAX = 1200
 
 
-def compound_reports(reports: list[tuple[RtcpSrPacket, bytes]]) -> list[bytes]:
-    """Sender reports with their CNAMEs as compound RTCP packets (RFC 3550
-    6.1: each an SR followed by an SDES), as many SRs per packet as fit in
+#: an RTCP sender report without report blocks (RFC 3550 6.4.1): 7 words
+SENDER_REPORT = struct.Struct("!BBHIIIIII")
+RTCP_SR, RTCP_SDES = 200, 202
+
+
+def sdes_packet(ssrc: int, cname: bytes) -> bytes:
+    """An SDES packet of one chunk (RFC 3550 6.5): the SSRC, its CNAME item and
+    the null octets that end the list and pad it to 32 bits. One chunk per
+    packet, since aiortc's parser misreads the padding between chunks."""
+    items = bytes((1, len(cname))) + cname
+    chunk = struct.pack("!I", ssrc) + items + b"\0" * (4 - len(items) % 4)
+    return struct.pack("!BBH", 0x81, RTCP_SDES, len(chunk) // 4) + chunk
+
+
+def compound_reports(reports: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """Sender reports with their SDES packets as compound RTCP packets (RFC
+    3550 6.1: SRs first, then the CNAMEs), as many SRs per packet as fit in
     ``RTCP_COMPOUND_MAX``: a subscriber of 20 streams needs more than one."""
     packets: list[bytes] = []
     srs: list[bytes] = []
-    chunks: list[RtcpSourceInfo] = []
-
-    def flush() -> None:
-        if srs:
-            packets.append(b"".join(srs) + bytes(RtcpSdesPacket(chunks=chunks)))
-            srs.clear()
-            chunks.clear()
-
+    sdes: list[bytes] = []
     size = 0
-    for report, cname in reports:
-        sr = bytes(report)
-        chunk = RtcpSourceInfo(ssrc=report.ssrc, items=[(1, cname)])
-        grows = len(sr) + 8 + len(cname) + 4  # SR, chunk with padding, SDES header
-        if size + grows > RTCP_COMPOUND_MAX:
-            flush()
-            size = 0
-        srs.append(sr)
-        chunks.append(chunk)
-        size += grows
-    flush()
+    for report, names in reports:
+        if size + len(report) + len(names) > RTCP_COMPOUND_MAX:
+            packets.append(b"".join(srs + sdes))
+            srs, sdes, size = [], [], 0
+        srs.append(report)
+        sdes.append(names)
+        size += len(report) + len(names)
+    if srs:
+        packets.append(b"".join(srs + sdes))
     return packets
 
 
@@ -193,7 +195,8 @@ class FanoutSender(Downlink):
             transceiver.sender, self, self._configure, self.stats, self.native
         )
         self._ssrc = self.native.ssrc = self.hook.ssrc  # aiortc's RTCP router
-        self.cname: str | None = None
+        #: this m-line's SDES packet (its CNAME), sent with each sender report
+        self.sdes = b""
         self._codecs: list[RTCRtpCodecParameters] = []
         self._pt: int | None = None
         self._rtx_pt: int | None = None
@@ -240,7 +243,7 @@ class FanoutSender(Downlink):
 
     def _configure(self, parameters: RTCRtpSendParameters) -> None:
         self.mid = parameters.muxId
-        self.cname = parameters.rtcp.cname
+        self.sdes = sdes_packet(self._ssrc, (parameters.rtcp.cname or "").encode())
         self._codecs = list(parameters.codecs)
         ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
         mid_id = ids.get(MID_URI)
@@ -455,24 +458,26 @@ class FanoutSender(Downlink):
             self.retransmitted_bytes += self.hook.send(data)
             self.retransmitted_packets += 1
 
-    def sender_report(self) -> RtcpSrPacket | None:
-        """An SR for the subscriber, with the RTP time extrapolated to now."""
-        if not self.packets_sent:
-            return None
-        ntp = clock.current_ntp_time()
+    def sender_report(self, ntp: int, now: float, wall: float) -> bytes | None:
+        """An SR for the subscriber at NTP time ``ntp`` (monotonic ``now``,
+        wall clock ``wall``), with the RTP time extrapolated to then."""
         native = self.native
-        ticks = int((time.monotonic() - native.last_at) * self._clock)
-        self._sr_sent[(ntp >> 16) & 0xFFFFFFFF] = time.time()
+        if not native.packets_sent:
+            return None
+        ticks = int((now - native.last_at) * self._clock)
+        self._sr_sent[(ntp >> 16) & 0xFFFFFFFF] = wall
         while len(self._sr_sent) > 8:
             del self._sr_sent[next(iter(self._sr_sent))]
-        return RtcpSrPacket(
-            ssrc=self._ssrc,
-            sender_info=RtcpSenderInfo(
-                ntp_timestamp=ntp,
-                rtp_timestamp=(native.last_ts + ticks) & 0xFFFFFFFF,
-                packet_count=self.packets_sent & 0xFFFFFFFF,
-                octet_count=self.bytes_sent & 0xFFFFFFFF,
-            ),
+        return SENDER_REPORT.pack(
+            0x80,
+            RTCP_SR,
+            6,
+            self._ssrc,
+            ntp >> 32,
+            ntp & 0xFFFFFFFF,
+            (native.last_ts + ticks) & 0xFFFFFFFF,
+            native.packets_sent & 0xFFFFFFFF,
+            native.bytes_sent & 0xFFFFFFFF,
         )
 
     def flush_transport_counters(self) -> None:

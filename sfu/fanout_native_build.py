@@ -17,6 +17,3 @@ ffibuilder.set_source(
     include_dirs=[str(HERE)],
     extra_compile_args=["-O2", "-std=c11"],
 )
-
-if __name__ == "__main__":
-    ffibuilder.compile(tmpdir=str(HERE.parent), verbose=True)

@@ -21,10 +21,10 @@ from aiortc import (
     RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
+    clock,
 )
 from aiortc.exceptions import InvalidStateError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
-from aiortc.rtp import RtcpSrPacket
 
 from . import sdp_check
 from .aiortc_seam import ActivityProbe, close_peer_connection, new_peer_connection
@@ -289,17 +289,18 @@ class SubscribeSession:
         while True:
             await asyncio.sleep(0.5 + random.random())
             senders = [s.downlink for s in self.slots]
-            reports: list[tuple[RtcpSrPacket, bytes]] = []
+            reports: list[tuple[bytes, bytes]] = []
+            ntp, now, wall = clock.current_ntp_time(), time.monotonic(), time.time()
             for sender in senders:
                 assert isinstance(sender, FanoutSender)
                 sender.flush_transport_counters()
-                report = sender.sender_report()
+                report = sender.sender_report(ntp, now, wall)
                 if report is not None:
-                    reports.append((report, (sender.cname or "").encode()))
+                    reports.append((report, sender.sdes))
             ready = [s for s in senders if isinstance(s, FanoutSender) and s.hook.ready]
             if reports and ready:
                 for packet in compound_reports(reports):
-                    await ready[0].hook.send_rtcp(packet)
+                    ready[0].hook.send_rtcp(packet)
 
     def stats(self) -> list[dict[str, object]]:
         items: list[dict[str, object]] = []

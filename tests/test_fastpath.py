@@ -244,17 +244,22 @@ async def test_track_path_fallback_also_carries_screens(start_server, clients):
     await watcher.stop()
 
 
-def test_sender_reports_of_many_streams_split_into_protectable_compounds():
+@pytest.mark.parametrize("cname_size", [37, 38, 39, 40])  # every padding
+def test_sender_reports_of_many_streams_split_into_protectable_compounds(cname_size):
     """A subscriber of 40 streams: every SR goes out once, each compound starts
-    with SRs and carries their CNAMEs, and each one fits what SRTCP protects."""
-    from aiortc.rtp import RtcpPacket, RtcpSdesPacket, RtcpSenderInfo
+    with SRs and carries their CNAMEs, aiortc parses them back, and each one
+    fits what SRTCP protects."""
+    from aiortc.rtp import RtcpPacket, RtcpSdesPacket
     from pylibsrtp import Policy, Session
 
-    from sfu.fanout import compound_reports
+    from sfu.fanout import SENDER_REPORT, compound_reports, sdes_packet
 
-    cname = b"{0123456789abcdef-0123456789abcdef}"
+    cname = bytes(range(65, 65 + cname_size))
     reports = [
-        (RtcpSrPacket(ssrc=1000 + i, sender_info=RtcpSenderInfo(1, 2, 3, 4)), cname)
+        (
+            SENDER_REPORT.pack(0x80, 200, 6, 1000 + i, 1, 2, 3, 4 + i, 5),
+            sdes_packet(1000 + i, cname),
+        )
         for i in range(40)
     ]
     key = bytes(range(30))
@@ -265,11 +270,16 @@ def test_sender_reports_of_many_streams_split_into_protectable_compounds():
     for data in packets:
         session.protect_rtcp(data)  # raised "packet is too long" as one compound
         parsed = RtcpPacket.parse(data)
-        *srs, sdes = parsed
-        assert srs and all(isinstance(p, RtcpSrPacket) for p in srs)
-        assert isinstance(sdes, RtcpSdesPacket)
-        assert [c.ssrc for c in sdes.chunks] == [p.ssrc for p in srs]
-        assert all(c.items == [(1, cname)] for c in sdes.chunks)
+        srs = [p for p in parsed if isinstance(p, RtcpSrPacket)]
+        assert parsed[: len(srs)] == srs  # SRs first
+        sdes = parsed[len(srs) :]
+        assert all(isinstance(p, RtcpSdesPacket) for p in sdes)
+        assert [c.ssrc for p in sdes for c in p.chunks] == [p.ssrc for p in srs]
+        assert all(c.items == [(1, cname)] for p in sdes for c in p.chunks)
+        for sr in srs:
+            info = sr.sender_info
+            assert (info.ntp_timestamp, info.rtp_timestamp) == ((1 << 32) | 2, 3)
+            assert (info.packet_count, info.octet_count) == (4 + sr.ssrc - 1000, 5)
         seen += [p.ssrc for p in srs]
     assert seen == [1000 + i for i in range(40)]
 

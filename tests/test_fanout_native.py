@@ -1,0 +1,179 @@
+"""The C fan-out (sfu/fanout_native.c) against aiortc and libsrtp: what it sends,
+a real receiving SRTP session opens and aiortc parses to the rewritten fields;
+what it must not send, it skips (for Python) or counts as dropped."""
+
+import os
+import socket
+
+import pytest
+from aiortc import RTCPeerConnection
+from aiortc.rtcrtpparameters import (
+    RTCRtcpParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpParameters,
+    RTCRtpSendParameters,
+)
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pylibsrtp import Policy, Session
+
+from sfu import aiortc_seam
+from sfu.aiortc_seam import SocketDups, native_ffi, native_lib
+from sfu.fanout import FanoutGroup, FanoutSender, _fan_out
+
+MID, LEVEL = (
+    "urn:ietf:params:rtp-hdrext:sdes:mid",
+    ("urn:ietf:params:rtp-hdrext:ssrc-audio-level"),
+)
+KEY = bytes(range(30))
+
+
+def extensions_map(with_level):
+    extensions = [RTCRtpHeaderExtensionParameters(id=3, uri=MID)]
+    if with_level:
+        extensions.append(RTCRtpHeaderExtensionParameters(id=9, uri=LEVEL))
+    return extensions
+
+
+class Downlink:
+    """A FanoutSender on a real (unconnected) transceiver, sending through a
+    real SRTP session into one end of a datagram socket pair."""
+
+    def __init__(self, with_level=True, mid="17"):
+        self.pc = RTCPeerConnection()
+        self.sender = FanoutSender(self.pc.addTransceiver("audio"), "audio", "viewer")
+        self.sender._configure(
+            RTCRtpSendParameters(
+                headerExtensions=extensions_map(with_level),
+                muxId=mid,
+                rtcp=RTCRtcpParameters(cname="c"),
+            )
+        )
+        self.session = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+        self.opener = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
+        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.theirs.setblocking(False)
+        native = self.sender.native
+        address = aiortc_seam._address(self.session._srtp[0])
+        native.srtp = native_ffi.cast("void *", address)
+        native.fd = self.ours.fileno()
+        native.pt = 111
+        self.targets = native_ffi.new("struct fan_sub *[]", [native])
+        self.map = HeaderExtensionsMap()
+        self.map.configure(RTCRtpParameters(headerExtensions=extensions_map(True)))
+
+    def start(self, packet, seq_off, ts_off, epoch=0):
+        native = self.sender.native
+        native.active, native.epoch, native.in_ssrc = 1, epoch, packet.ssrc
+        native.seq_off, native.ts_off = seq_off, ts_off
+
+    def send(self, packet, epoch=0):
+        return _fan_out(self.targets, 1, packet, epoch, 1.0)
+
+    def received_plain(self):
+        try:
+            return self.opener.unprotect(self.theirs.recv(4096))
+        except BlockingIOError:
+            return None
+
+    def received(self):
+        plain = self.received_plain()
+        return None if plain is None else RtpPacket.parse(plain, self.map)
+
+    async def close(self):
+        self.sender.close()
+        await self.pc.close()
+        self.ours.close()
+        self.theirs.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seq=st.integers(0, 0xFFFF),
+    ts=st.integers(0, 2**32 - 1),
+    seq_off=st.integers(0, 0xFFFF),
+    ts_off=st.integers(0, 2**32 - 1),
+    marker=st.integers(0, 1),
+    level=st.none() | st.tuples(st.booleans(), st.integers(0, 127)),
+    with_level=st.booleans(),
+    payload=st.binary(min_size=1, max_size=64),
+    size=st.integers(0, 1460),
+)
+async def test_what_c_sends_opens_and_parses_to_the_rewrite(
+    seq, ts, seq_off, ts_off, marker, level, with_level, payload, size
+):
+    payload = (payload * (size // len(payload) + 1))[: max(size, 1)]
+    link = Downlink(with_level)
+    try:
+        packet = RtpPacket(96, marker, seq, ts, 0xABCDEF01, payload)
+        packet.extensions.audio_level = level
+        link.start(packet, seq_off, ts_off)
+        assert link.send(packet) == 0
+        plain = link.received_plain()
+        # a retransmission is rewritten from the received packet, byte for byte
+        assert FanoutGroup().rewrite(link.sender, packet) == plain
+        got = RtpPacket.parse(plain, link.map)
+        assert got.sequence_number == (seq + seq_off) & 0xFFFF
+        assert got.timestamp == (ts + ts_off) & 0xFFFFFFFF
+        assert got.ssrc == link.sender._ssrc
+        assert (got.payload_type, got.marker) == (111, marker)
+        assert got.extensions.mid == "17"
+        # the level is forwarded where the subscriber negotiated it
+        assert got.extensions.audio_level == (level if with_level else None)
+        assert got.payload == payload
+        native = link.sender.native
+        assert (native.packets_sent, native.bytes_sent) == (1, len(payload))
+        assert native.dropped == 0 and native.wire_bytes > len(payload)
+    finally:
+        await link.close()
+
+
+async def test_out_of_sync_subscribers_are_left_to_python_and_gaps_flagged():
+    link = Downlink()
+    try:
+        packet = RtpPacket(96, 0, 100, 48000, 0x1234, b"opus")
+        link.start(packet, 5, 7, epoch=3)
+        native = link.sender.native
+        # another epoch (a mute), another SSRC, no socket, not yet started
+        assert link.send(packet, epoch=4) == native_lib.FAN_SKIPPED
+        assert native.skipped and link.received() is None
+        other = RtpPacket(96, 0, 100, 48000, 0x9999, b"x")
+        assert link.send(other, epoch=3) == native_lib.FAN_SKIPPED
+        native.active = 0
+        assert link.send(packet, epoch=3) == native_lib.FAN_SKIPPED
+        native.active = 1
+        assert link.send(packet, epoch=3) == 0 and not native.skipped
+        assert link.received().sequence_number == 105
+        # three packets lost upstream: one gap mark of three
+        later = RtpPacket(96, 0, 104, 48000 + 4 * 960, 0x1234, b"opus")
+        assert link.send(later, epoch=3) == native_lib.FAN_GAP
+        assert (native.gaps, native.gap_pending, native.ext_seq) == (3, 1, 109)
+        assert link.received().sequence_number == 109
+        # a late packet is sent but does not move the reference back
+        late = RtpPacket(96, 0, 102, 48000 + 2 * 960, 0x1234, b"opus")
+        assert link.send(late, epoch=3) == 0
+        assert link.received().sequence_number == 107 and native.last_seq == 109
+        # longer than an MTU once rewritten: dropped and counted, never sent
+        big = RtpPacket(96, 0, 105, 0, 0x1234, b"x" * (1500 - 12 - 8 + 1))
+        assert link.send(big, epoch=3) == 0
+        assert native.dropped == 1 and link.received() is None
+        # a closed hook takes the session and socket away from the C side
+        link.sender.close()
+        assert native.fd == -1 and native.srtp == native_ffi.NULL
+        assert link.send(packet, epoch=3) == native_lib.FAN_SKIPPED
+    finally:
+        await link.close()
+
+
+def test_a_socket_is_duplicated_once_and_closed_with_its_last_sender():
+    dups = SocketDups()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        first, second = dups.acquire(sock), dups.acquire(sock)
+        assert first == second != sock.fileno() and len(dups) == 1
+        dups.release(sock)
+        os.fstat(first)  # still open for the other sender
+        dups.release(sock)
+        assert len(dups) == 0
+        with pytest.raises(OSError):
+            os.fstat(first)
