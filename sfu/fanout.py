@@ -1,13 +1,15 @@
-"""The fast path: forward a received RTP packet to one subscriber in the same call.
+"""The fast path: forward a received RTP packet to every subscriber in one call.
 
-A ``FanoutSender`` sits on one m-line of a subscriber's subscribe connection. For
-every packet of the publication bound to it, it rewrites the header (SSRC,
+A ``FanoutSender`` sits on one m-line of a subscriber's subscribe connection; a
+publication's ``FanoutGroup`` holds its senders. For every packet, one call into
+C (``fanout_native.c``) rewrites the header for each subscriber in sync (SSRC,
 sequence number and timestamp offsets, payload type, header extensions as the
-subscriber negotiated them), SRTP-protects it and writes it to the ICE socket: no
-queue, task, track or frame object per packet. It also does what aiortc's
-sender did: sender reports, NACK retransmission (RTX when negotiated) from a
-per-subscriber history, RTT and loss from the subscriber's receiver reports, and
-W3C getStats counters.
+subscriber negotiated them), SRTP-protects it and writes it to the ICE socket:
+no queue, task, track, frame or Python object per subscriber. Python takes what
+is rare: a stream's start or restart, a viewer waiting for a keyframe, gaps. It
+also does what aiortc's sender did: sender reports, NACK retransmission (RTX when
+negotiated) from the publication's history, RTT and loss from the subscriber's
+receiver reports, and W3C getStats counters.
 """
 
 from __future__ import annotations
