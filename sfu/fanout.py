@@ -107,24 +107,30 @@ def one_byte_extensions(elements: list[tuple[int, bytes]]) -> bytes:
 _REWRITE = native_ffi.new("char[]", 1500)
 
 
-def _fan_out(
-    targets: Any, count: int, packet: RtpPacket, epoch: int, now: float
-) -> int:
-    """``packet`` to the first ``count`` of ``targets`` (see fanout_native.c)."""
+#: what the fast path reads of a received packet, and the NACK history keeps:
+#: (ssrc, sequence number, timestamp, marker, the RFC 6464 level byte or -1,
+#: payload). A plain tuple of atoms, which the garbage collector stops tracking;
+#: an ``RtpPacket`` (or a named tuple) in the history would stay tracked.
+Received = tuple[int, int, int, int, int, bytes]
+
+
+def received(packet: RtpPacket) -> Received:
     level = packet.extensions.audio_level
-    payload = packet.payload
-    return native_lib.fan_out(
-        targets,
-        count,
-        payload,
-        len(payload),
-        packet.marker,
+    return (
+        packet.ssrc,
         packet.sequence_number,
         packet.timestamp,
-        packet.ssrc,
+        packet.marker,
         -1 if level is None else (level[0] << 7) | level[1],
-        epoch,
-        now,
+        packet.payload,
+    )
+
+
+def _fan_out(targets: Any, count: int, r: Received, epoch: int, now: float) -> int:
+    """``r`` to the first ``count`` of ``targets`` (see fanout_native.c)."""
+    ssrc, seq, ts, marker, level, payload = r
+    return native_lib.fan_out(
+        targets, count, payload, len(payload), marker, seq, ts, ssrc, level, epoch, now
     )
 
 
@@ -137,7 +143,7 @@ class FanoutGroup:
 
     def __init__(self) -> None:
         self.senders: list[FanoutSender] = []
-        self.history: list[RtpPacket | None] = [None] * HISTORY
+        self.history: list[Received | None] = [None] * HISTORY
         self._targets: Any = native_ffi.NULL
         self._count = 0
 
@@ -155,10 +161,11 @@ class FanoutGroup:
         self._count = len(targets)
 
     def write(self, packet: RtpPacket, epoch: int, now: float) -> None:
-        self.history[packet.sequence_number & (HISTORY - 1)] = packet
+        r = received(packet)
+        self.history[packet.sequence_number & (HISTORY - 1)] = r
         if not self._count:
             return
-        flags = _fan_out(self._targets, self._count, packet, epoch, now)
+        flags = _fan_out(self._targets, self._count, r, epoch, now)
         if flags & native_lib.FAN_SKIPPED:
             for sender in self.senders:
                 if sender.native.skipped:
@@ -168,18 +175,11 @@ class FanoutGroup:
                 if sender.native.gap_pending:
                     sender.record_gap()
 
-    def rewrite(self, sender: FanoutSender, packet: RtpPacket) -> bytes | None:
-        """``packet`` as ``sender`` sent it (unprotected), for a retransmission."""
-        level = packet.extensions.audio_level
+    def rewrite(self, sender: FanoutSender, r: Received) -> bytes | None:
+        """``r`` as ``sender`` sent it (unprotected), for a retransmission."""
+        _, seq, ts, marker, level, payload = r
         size = native_lib.fan_rewrite(
-            sender.native,
-            _REWRITE,
-            packet.payload,
-            len(packet.payload),
-            packet.marker,
-            packet.sequence_number,
-            packet.timestamp,
-            -1 if level is None else (level[0] << 7) | level[1],
+            sender.native, _REWRITE, payload, len(payload), marker, seq, ts, level
         )
         return None if size < 0 else native_ffi.buffer(_REWRITE, size)[:]
 
@@ -310,7 +310,8 @@ class FanoutSender(Downlink):
         native.active = 1
         pub = self.publication
         one = native_ffi.new("struct fan_sub *[]", [native])
-        if _fan_out(one, 1, packet, pub.epoch, pub.last_packet_at) & native_lib.FAN_GAP:
+        flags = _fan_out(one, 1, received(packet), pub.epoch, pub.last_packet_at)
+        if flags & native_lib.FAN_GAP:
             self.record_gap()
 
     def record_gap(self) -> None:
@@ -427,15 +428,17 @@ class FanoutSender(Downlink):
         native, pub = self.native, self.publication
         if pub is None or not native.active or native.epoch != pub.epoch:
             return
-        packet = pub.fanout.history[(seq - native.seq_off) & (HISTORY - 1)]
+        r = pub.fanout.history[(seq - native.seq_off) & (HISTORY - 1)]
+        if r is None:
+            return
+        in_ssrc, in_seq = r[:2]
         if (
-            packet is None
-            or packet.ssrc != native.in_ssrc
-            or (packet.sequence_number + native.seq_off) & 0xFFFF != seq
-            or (packet.sequence_number - self._anchor) & 0xFFFF >= 0x8000
+            in_ssrc != native.in_ssrc
+            or (in_seq + native.seq_off) & 0xFFFF != seq
+            or (in_seq - self._anchor) & 0xFFFF >= 0x8000
         ):
             return
-        data = pub.fanout.rewrite(self, packet)
+        data = pub.fanout.rewrite(self, r)
         if data is None:
             return
         if self._rtx_pt is not None:

@@ -20,7 +20,7 @@ from pylibsrtp import Policy, Session
 
 from sfu import aiortc_seam
 from sfu.aiortc_seam import SocketDups, native_ffi, native_lib
-from sfu.fanout import FanoutGroup, FanoutSender, _fan_out
+from sfu.fanout import FanoutGroup, FanoutSender, _fan_out, received
 
 MID, LEVEL = (
     "urn:ietf:params:rtp-hdrext:sdes:mid",
@@ -69,7 +69,7 @@ class Downlink:
         native.seq_off, native.ts_off = seq_off, ts_off
 
     def send(self, packet, epoch=0):
-        return _fan_out(self.targets, 1, packet, epoch, 1.0)
+        return _fan_out(self.targets, 1, received(packet), epoch, 1.0)
 
     def received_plain(self):
         try:
@@ -112,7 +112,7 @@ async def test_what_c_sends_opens_and_parses_to_the_rewrite(
         assert link.send(packet) == 0
         plain = link.received_plain()
         # a retransmission is rewritten from the received packet, byte for byte
-        assert FanoutGroup().rewrite(link.sender, packet) == plain
+        assert FanoutGroup().rewrite(link.sender, received(packet)) == plain
         got = RtpPacket.parse(plain, link.map)
         assert got.sequence_number == (seq + seq_off) & 0xFFFF
         assert got.timestamp == (ts + ts_off) & 0xFFFFFFFF
