@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import resource
 import sys
@@ -35,8 +36,12 @@ def _serve(args: argparse.Namespace) -> int:
             if settings.dev_login
             else "",
         )
+    app = create_app(settings)
+    # what exists now (modules, classes, the app) lives as long as the process:
+    # full collections stop walking it, which made them most of the GC's cost
+    gc.freeze()
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         print=None,
