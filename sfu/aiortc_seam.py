@@ -17,7 +17,7 @@ import os
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import aioice
 import aioice.ice
@@ -365,11 +365,12 @@ PENDING_RTCP_LIMIT = 32  # NACK/REMB sends in flight per receiver
 class ActivityProbe:
     """When a datagram (STUN, DTLS, SRTP) last arrived on a peer connection.
 
-    With ``inline`` it also takes SRTP and SRTCP straight off the socket:
-    unprotect, parse, route (RTP to the receiver's ``ReceiveHook`` and on to the
-    forwarding, RTCP to its recipients), all in the datagram callback, instead
-    of aiortc's queue, task hop and per-packet datetime arithmetic. STUN and
-    DTLS take aiortc's path.
+    With ``inline`` it also takes one kind of packet straight off the socket,
+    instead of through aiortc's queue, task hop and per-packet datetime
+    arithmetic: ``"rtp"`` on a publish connection (unprotect, parse, route to
+    the receiver's ``ReceiveHook`` and forward, all in the datagram callback),
+    ``"rtcp"`` on a fast-path subscribe connection (unprotect, parse, hand to
+    the sender it is about). Everything else takes aiortc's path.
     """
 
     def __init__(self) -> None:
@@ -377,7 +378,9 @@ class ActivityProbe:
         self.dropped = 0  # datagrams refused because aiortc's queue was full
         self._wrapped: set[int] = set()
 
-    def watch(self, pc: RTCPeerConnection, inline: bool = False) -> None:
+    def watch(
+        self, pc: RTCPeerConnection, inline: Literal["rtp", "rtcp"] | None = None
+    ) -> None:
         """Wrap the receive side of every gathered socket of ``pc`` (idempotent)."""
         for transceiver in pc.getTransceivers():
             dtls = transceiver.receiver.transport
@@ -386,32 +389,27 @@ class ActivityProbe:
                 if id(protocol) in self._wrapped:
                     continue
                 self._wrapped.add(id(protocol))
-                protocol.datagram_received = self._receiver(
-                    protocol, dtls if inline else None
-                )
+                protocol.datagram_received = self._receiver(protocol, dtls, inline)
 
     def _receiver(
-        self, protocol: Any, dtls: RTCDtlsTransport | None
+        self, protocol: Any, dtls: RTCDtlsTransport, inline: str | None
     ) -> Callable[[bytes, tuple[Any, ...]], None]:
         original = protocol.datagram_received
         component = protocol.local_candidate.component
         queue = protocol.receiver._queue
         # the ids object is the map's own, updated in place on renegotiation
-        ids = (
-            _private(dtls._rtp_header_extensions_map, "HeaderExtensionsMap", "ids")
-            if dtls is not None
-            else None
-        )
+        ids = _private(dtls._rtp_header_extensions_map, "HeaderExtensionsMap", "ids")
 
         def received(data: bytes, addr: tuple[Any, ...]) -> None:
             self.last_rx = time.monotonic()
             if (
-                dtls is not None
+                inline is not None
                 and dtls._rx_srtp is not None
                 and len(data) > 12
                 and 127 < data[0] < 192
+                and (inline == "rtcp") == (191 < data[1] < 209)  # RTCP types
             ):
-                if 191 < data[1] < 209:  # RTCP packet types
+                if inline == "rtcp":
                     _receive_srtcp(dtls, data)
                 else:
                     _receive_srtp(dtls, ids, data)
@@ -493,14 +491,11 @@ def _receive_srtp(dtls: RTCDtlsTransport, ids: Any, data: bytes) -> None:
         hook.handle(packet)
 
 
-#: aiortc's RTCP handlers still running (a recipient without ``handle_rtcp``)
-_RTCP_TASKS: set[asyncio.Future[None]] = set()
-
-
 def _receive_srtcp(dtls: RTCDtlsTransport, data: bytes) -> None:
-    """aiortc's SRTCP handling, without its queue and task hop: recipients with
-    a synchronous ``handle_rtcp`` (the fast path's senders) get each packet in
-    this call; aiortc's own get their coroutine scheduled."""
+    """aiortc's SRTCP handling on a subscribe connection, without its queue and
+    task hop: the fast path's senders get each packet in this call. aiortc's
+    receivers there carry nothing (the client only receives), so what is
+    routed to them (an SR, a BYE) is dropped."""
     plain = _SCRATCH.unprotect(dtls._rx_srtp._srtp[0], data, _srtp_unprotect_rtcp)
     if plain is None:
         return
@@ -515,10 +510,6 @@ def _receive_srtcp(dtls: RTCDtlsTransport, data: bytes) -> None:
             handle = getattr(recipient, "handle_rtcp", None)
             if handle is not None:
                 handle(packet)
-            else:
-                task = asyncio.ensure_future(recipient._handle_rtcp_packet(packet))
-                _RTCP_TASKS.add(task)
-                task.add_done_callback(_RTCP_TASKS.discard)
 
 
 def ice_transport_of(pc: RTCPeerConnection) -> Any:

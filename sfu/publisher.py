@@ -76,7 +76,8 @@ class PublishSession:
                 await self.reset()
             self._negotiated(started, False, str(exc))
             raise BadSdp(f"offer refused: {type(exc).__name__}: {exc}") from None
-        self.probe.watch(pc, inline=self.participant.settings.forwarding != "relay")
+        relay = self.participant.settings.forwarding == "relay"
+        self.probe.watch(pc, None if relay else "rtp")
         self.participant.watch_dtls("publish", pc)
         self._negotiated(started, True)
         return pc.localDescription.sdp

@@ -190,9 +190,8 @@ class SubscribeSession:
                 # participant is leaving and there is no one to offer to
                 log.debug("subscribe pc of %s closed", self.participant.peer_id)
                 return
-            self.probe.watch(
-                self.pc, inline=self.participant.settings.forwarding == "fast"
-            )
+            fast = self.participant.settings.forwarding == "fast"
+            self.probe.watch(self.pc, "rtcp" if fast else None)
             self.participant.watch_dtls("subscribe", self.pc)
             tracks = {
                 slot.mid: {
