@@ -4,6 +4,7 @@ what it must not send, it skips (for Python) or counts as dropped."""
 
 import os
 import socket
+from types import SimpleNamespace
 
 import pytest
 from aiortc import RTCPeerConnection
@@ -20,7 +21,7 @@ from pylibsrtp import Policy, Session
 
 from sfu import aiortc_seam
 from sfu.aiortc_seam import SocketDups, native_ffi, native_lib
-from sfu.fanout import FanoutGroup, FanoutSender, _fan_out, received
+from sfu.fanout import HISTORY, FanoutGroup, FanoutSender, _fan_out, received
 
 MID, LEVEL = (
     "urn:ietf:params:rtp-hdrext:sdes:mid",
@@ -50,7 +51,9 @@ class Downlink:
                 rtcp=RTCRtcpParameters(cname="c"),
             )
         )
-        self.session = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+        policy = Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND)
+        policy.allow_repeat_tx = True  # as aiortc sets it: NACKs resend an index
+        self.session = Session(policy)
         self.opener = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
         self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.theirs.setblocking(False)
@@ -163,6 +166,43 @@ async def test_out_of_sync_subscribers_are_left_to_python_and_gaps_flagged():
         assert native.fd == -1 and native.srtp == native_ffi.NULL
         assert link.send(packet, epoch=3) == native_lib.FAN_SKIPPED
     finally:
+        await link.close()
+
+
+async def test_nack_resends_what_went_out_and_nothing_from_before_a_resync():
+    """A retransmission is the packet as it went out (rewritten again from the
+    publication's history); a NACK for a sequence number sent before the offsets
+    changed gets nothing, even when a received packet maps to it now."""
+    link = Downlink()
+    sender, group = link.sender, FanoutGroup()
+    # what the hook's _on_send sets once the subscriber's transport is up
+    sender.hook.socket, sender.hook._srtp_t = link.ours, link.session._srtp[0]
+    pub = SimpleNamespace(fanout=group, epoch=0, last_packet_at=1.0)
+    sender.publication, sender._pt = pub, 111
+    group.add(sender)
+    try:
+        for seq in range(100, 105):
+            group.write(RtpPacket(96, 0, seq, seq * 960, 0x1234, b"p%d" % seq), 0, 1.0)
+        datagrams = [link.theirs.recv(4096) for _ in range(5)]
+        del datagrams[2]  # lost on the way: the subscriber NACKs it
+        sent = [RtpPacket.parse(link.opener.unprotect(d)) for d in datagrams]
+        assert [p.payload for p in sent] == [b"p100", b"p101", b"p103", b"p104"]
+        lost = sent[1].sequence_number + 1
+        sender._retransmit(lost)
+        again = link.received()
+        assert (again.sequence_number, again.payload) == (lost, b"p102")
+        # a mute: 105-109 never reach the fan-out, then the stream resyncs
+        pub.epoch = 1
+        group.write(RtpPacket(96, 0, 110, 110 * 960, 0x1234, b"p110"), 1, 2.0)
+        assert link.received().sequence_number == sent[-1].sequence_number + 1
+        # under the new offsets, what went out as p102's number maps to 107
+        late = RtpPacket(96, 0, 107, 107 * 960, 0x1234, b"p107")
+        group.history[107 & (HISTORY - 1)] = received(late)
+        sender._retransmit(lost)
+        assert link.received() is None
+    finally:
+        group.remove(sender)
+        sender.hook.socket = None  # never acquired through SocketDups
         await link.close()
 
 
