@@ -398,7 +398,11 @@ class ActivityProbe:
         component = protocol.local_candidate.component
         queue = protocol.receiver._queue
         # the ids object is the map's own, updated in place on renegotiation
-        ids = _private(dtls._rtp_header_extensions_map, "HeaderExtensionsMap", "ids")
+        ids = (
+            _private(dtls._rtp_header_extensions_map, "HeaderExtensionsMap", "ids")
+            if inline == "rtp"
+            else None
+        )
 
         def received(data: bytes, addr: tuple[Any, ...]) -> None:
             self.last_rx = time.monotonic()

@@ -161,10 +161,10 @@ class FanoutGroup:
         self._count = len(targets)
 
     def write(self, packet: RtpPacket, epoch: int, now: float) -> None:
+        if not self._count:
+            return  # no one to send to, and so no one to NACK it later
         r = received(packet)
         self.history[packet.sequence_number & (HISTORY - 1)] = r
-        if not self._count:
-            return
         flags = _fan_out(self._targets, self._count, r, epoch, now)
         if flags & native_lib.FAN_SKIPPED:
             for sender in self.senders:

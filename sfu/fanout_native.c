@@ -1,6 +1,5 @@
 /* See fanout_native.h. Runs on the event loop's thread, one packet at a time. */
 
-#include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
 
