@@ -10,7 +10,6 @@ second. The decoder exists only while logging is on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -97,14 +96,13 @@ class AudioDataLogger:
         queue.append(packet.payload)
 
     def start(self) -> None:
-        self.publication.taps.append(self.tap)
+        self.publication.add_tap(self.tap)
         self._task = asyncio.create_task(self._run(), name=f"audio-log:{self.peer_id}")
         log.info("audio-data logging on for %s", self.peer_id)
 
     def stop(self) -> asyncio.Task[None] | None:
         """Remove the tap and cancel the worker; returns it to await if wanted."""
-        with contextlib.suppress(ValueError):
-            self.publication.taps.remove(self.tap)
+        self.publication.remove_tap(self.tap)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -355,7 +355,10 @@ def _address(pointer: Any) -> int:
 
 
 # the C fan-out protects through pylibsrtp's own libsrtp (no second copy of it)
-native_lib.fan_init(_address(_ffi.addressof(pylibsrtp._binding.lib, "srtp_protect")))
+native_lib.fan_init(
+    _address(_ffi.addressof(pylibsrtp._binding.lib, "srtp_protect")),
+    _address(_ffi.addressof(pylibsrtp._binding.lib, "srtp_unprotect")),
+)
 
 
 RECEIVE_QUEUE_LIMIT = 512  # datagrams waiting for aiortc's DTLS task
@@ -368,7 +371,8 @@ class ActivityProbe:
     With ``inline`` it also takes one kind of packet straight off the socket,
     instead of through aiortc's queue, task hop and per-packet datetime
     arithmetic: ``"rtp"`` on a publish connection (unprotect, parse, route to
-    the receiver's ``ReceiveHook`` and forward, all in the datagram callback),
+    the receiver's ``ReceiveHook`` and forward, all in the datagram callback;
+    once a publication's SSRC is known, all of that in one C call, ``rx``),
     ``"rtcp"`` on a fast-path subscribe connection (unprotect, parse, hand to
     the sender it is about). Everything else takes aiortc's path.
     """
@@ -376,6 +380,8 @@ class ActivityProbe:
     def __init__(self) -> None:
         self.last_rx = time.monotonic()
         self.dropped = 0  # datagrams refused because aiortc's queue was full
+        #: the SSRCs C takes off this connection's sockets (``fan_ingest``)
+        self.rx = native_ffi.new("struct fan_rx *")
         self._wrapped: set[int] = set()
 
     def watch(
@@ -416,7 +422,7 @@ class ActivityProbe:
                 if inline == "rtcp":
                     _receive_srtcp(dtls, data)
                 else:
-                    _receive_srtp(dtls, ids, data)
+                    _receive_srtp(dtls, ids, data, self.rx)
             elif data and 127 < data[0] < 192:
                 # aiortc's receive queue is unbounded: a peer flooding us faster
                 # than we read gets its excess dropped, like a full socket would
@@ -479,10 +485,25 @@ def parse_rtp(data: bytes, ids: Any) -> RtpPacket:
     return packet
 
 
-def _receive_srtp(dtls: RTCDtlsTransport, ids: Any, data: bytes) -> None:
-    plain = _SCRATCH.unprotect(dtls._rx_srtp._srtp[0], data)
-    if plain is None:
+def _receive_srtp(dtls: RTCDtlsTransport, ids: Any, data: bytes, rx: Any) -> None:
+    """A publisher's RTP: in C if its SSRC is routed there (``fan_ingest``:
+    unprotect, parse, statistics, levels, fan-out), else here, which routes
+    the SSRC to C for the next packet when its publication allows."""
+    session = dtls._rx_srtp._srtp[0]
+    level_id = ids.audio_level or -1
+    flags = native_lib.fan_ingest(rx, session, data, len(data), level_id)
+    if flags & native_lib.FAN_DROP:
         return
+    if flags & native_lib.FAN_PASS:
+        plain = _SCRATCH.unprotect(session, data)
+        if plain is None:
+            return
+    elif not flags:
+        dtls._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
+        dtls._RTCDtlsTransport__rx_bytes += len(data)  # type: ignore[attr-defined]
+        return
+    else:  # taken in C, with something left for Python (a first packet, a resync)
+        plain = native_ffi.buffer(rx.plain, rx.plain_len)[:]
     try:
         packet = parse_rtp(plain, ids)
     except ValueError:
@@ -491,8 +512,13 @@ def _receive_srtp(dtls: RTCDtlsTransport, ids: Any, data: bytes) -> None:
     dtls._RTCDtlsTransport__rx_bytes += len(data)  # type: ignore[attr-defined]
     receiver = dtls._rtp_router.route_rtp(packet)
     hook = getattr(receiver, HOOK_ATTRIBUTE, None)
-    if hook is not None:
+    if hook is None:
+        return
+    if flags & native_lib.FAN_PASS:
         hook.handle(packet)
+        hook.route(rx, packet)
+    elif hook.publication is not None:
+        hook.publication.after_native(flags, packet)
 
 
 def _receive_srtcp(dtls: RTCDtlsTransport, data: bytes) -> None:
@@ -551,6 +577,58 @@ class _NoDecoder:
 
 
 PacketSink = Callable[[RtpPacket, RTCRtpCodecParameters], None]
+
+
+def _drop(packet: RtpPacket, codec: RTCRtpCodecParameters) -> None:
+    """The sink of a receiver whose source is not published (a stopped m-line)."""
+
+
+class NativeSink(Protocol):
+    """A publication as its receiver's hook sees it: ``native`` is its ``struct
+    fan_pub``, which C forwards with; ``after_native`` takes what C leaves."""
+
+    native: Any
+
+    def on_packet(self, packet: RtpPacket, codec: RTCRtpCodecParameters) -> None: ...
+
+    def after_native(self, flags: int, packet: RtpPacket) -> None: ...
+
+
+class NativeStreamStatistics(StreamStatistics):
+    """aiortc's reception statistics of one SSRC, counted in C (``struct
+    fan_stream``) so that the packets C takes and those Python takes count in
+    one place; aiortc's receiver reports and getStats read it as before."""
+
+    def __init__(self, clockrate: int) -> None:
+        self.native = native_ffi.new("struct fan_stream *")
+        self.native.clockrate = self._clockrate = clockrate
+        self._expected_prior = 0
+        self._received_prior = 0
+
+    def add(self, packet: RtpPacket) -> None:
+        native_lib.fan_stream_add(self.native, packet.sequence_number, packet.timestamp)
+
+    @property  # type: ignore[override]
+    def base_seq(self) -> int | None:
+        return self.native.base_seq if self.native.has_base else None
+
+    @property  # type: ignore[override]
+    def max_seq(self) -> int | None:
+        return self.native.max_seq if self.native.has_max else None
+
+    @property  # type: ignore[override]
+    def cycles(self) -> int:
+        return self.native.cycles
+
+    @property  # type: ignore[override]
+    def packets_received(self) -> int:
+        return self.native.packets_received
+
+    @property  # type: ignore[override]
+    def _jitter_q4(self) -> int:
+        return self.native.jitter_q4
+
+
 #: the attribute of an RTCRtpReceiver that holds its ReceiveHook (the two form a
 #: cycle the garbage collector frees together; a weak-keyed map would never
 #: free them, its values holding their keys)
@@ -562,9 +640,13 @@ class ReceiveHook:
     receiver reports and getStats stay right), RTX unwrapping, NACKs and REMB for
     video, then hands every packet to ``sink`` before any jitter buffer."""
 
-    def __init__(self, receiver: RTCRtpReceiver, kind: str, sink: PacketSink) -> None:
+    def __init__(
+        self, receiver: RTCRtpReceiver, kind: str, sink: PacketSink = _drop
+    ) -> None:
         self.receiver = receiver
         self.sink = sink
+        self.publication: NativeSink | None = None
+        self._rx: Any = None  # where C takes this receiver's SSRC (``route``)
         self.codecs: dict[int, RTCRtpCodecParameters] = {}
         self.rtx_types: set[int] = set()  # payload types of RTX
         self.rtx_ssrc: dict[int, int] = {}
@@ -605,7 +687,7 @@ class ReceiveHook:
             return
         stream = self.streams.get(packet.ssrc)
         if stream is None:
-            stream = self.streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+            stream = self.streams[packet.ssrc] = NativeStreamStatistics(codec.clockRate)
         stream.add(packet)
         if self.remb is not None and packet.extensions.abs_send_time is not None:
             remb = self.remb.add(
@@ -639,6 +721,30 @@ class ReceiveHook:
             nack.lost = sorted(self.nack.missing)
             self._send_soon(nack)
         self.sink(packet, codec)
+
+    def publish_to(self, publication: NativeSink | None) -> None:
+        """Hand every packet to ``publication`` from now on (None: drop them)."""
+        if self._rx is not None and self.publication is not None:
+            native_lib.fan_unroute(self._rx, self.publication.native)
+        self._rx = None
+        self.publication = publication
+        self.sink = _drop if publication is None else publication.on_packet
+
+    def route(self, rx: Any, packet: RtpPacket) -> None:
+        """Let C (``rx``) take ``packet``'s SSRC from the next packet on: audio
+        only (video wants NACKs, REMB and keyframe checks here), never RTX."""
+        stream = self.streams.get(packet.ssrc)
+        if (
+            self.publication is None
+            or self.nack is not None
+            or packet.payload_type in self.rtx_types
+            or not isinstance(stream, NativeStreamStatistics)
+        ):
+            return
+        pub = self.publication.native
+        ssrc, pt = packet.ssrc, packet.payload_type
+        if native_lib.fan_route(rx, ssrc, pt, stream.native, pub) == 0:
+            self._rx = rx
 
     def _send_soon(self, packet: AnyRtcpPacket) -> None:
         if len(self._pending) >= PENDING_RTCP_LIMIT:

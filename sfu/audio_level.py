@@ -1,7 +1,8 @@
 """Audio levels from the RFC 6464 ``ssrc-audio-level`` header extension.
 
 No decoding: the publisher's encoder already measured each packet's level (in
--dBov, 0 = loudest, 127 = silence) and put it in the RTP header. One meter per
+-dBov, 0 = loudest, 127 = silence) and put it in the RTP header; C sums it per
+packet as it forwards. One meter per
 microphone publication feeds active-speaker detection (every tick) and keeps a
 per-second history for the diagnosis report.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 SILENCE = 127
 #: -dBov at or under which a participant counts as speaking
@@ -31,54 +33,47 @@ class LevelSecond:
 
 
 class AudioLevelMeter:
-    def __init__(self, history_seconds: int = 300) -> None:
+    """Levels of one publication. C counts each packet's level into the
+    publication's ``struct fan_pub`` (``fan_publish``); ``tick`` reads and
+    resets those sums."""
+
+    def __init__(self, pub: Any, history_seconds: int = 300) -> None:
+        self._pub = pub  # keeps the struct that ``_sums`` lies in alive
+        pub.metered = 1
+        pub.speaking_dbov = SPEAKING_DBOV
+        self._sums = pub.levels
+        self._sums.loudest = SILENCE
         self.history: deque[LevelSecond] = deque(maxlen=history_seconds)
-        self._loudest = SILENCE  # within the current tick
-        self._tick_packets = 0
         self._sec_loudest = SILENCE
-        self._sec_sum = 0
-        self._sec_packets = 0
-        self._sec_voice = 0
         self._sec_start = time.time()
         self.current_dbov: float | None = None
         self.speaking_until = 0.0
 
-    def add(self, level: tuple[bool, int] | None) -> None:
-        """Per packet (hot path): ``level`` as aiortc parsed it, (vad, -dBov)."""
-        if level is None:
-            return
-        value = level[1]
-        if value < self._loudest:
-            self._loudest = value
-        self._tick_packets += 1
-        self._sec_sum += value
-        self._sec_packets += 1
-        if value <= SPEAKING_DBOV:
-            self._sec_voice += 1
-
     def tick(self, now: float) -> None:
         """Close the current tick: update the level and the speaking state."""
-        self.current_dbov = -float(self._loudest) if self._tick_packets else None
-        self._tick_packets = 0
-        if self._loudest <= SPEAKING_DBOV:
+        sums = self._sums
+        loudest = sums.loudest
+        self.current_dbov = -float(loudest) if sums.tick_packets else None
+        sums.tick_packets = 0
+        sums.loudest = SILENCE
+        if loudest <= SPEAKING_DBOV:
             self.speaking_until = now + SPEAKING_HOLD
-        self._sec_loudest = min(self._sec_loudest, self._loudest)
-        self._loudest = SILENCE
+        self._sec_loudest = min(self._sec_loudest, loudest)
         wall = time.time()
         if wall - self._sec_start >= 1.0:
-            if self._sec_packets:
+            if sums.packets:
                 self.history.append(
                     LevelSecond(
                         t=wall,
                         max_dbov=-float(self._sec_loudest),
-                        mean_dbov=-self._sec_sum / self._sec_packets,
-                        packets=self._sec_packets,
-                        voice_packets=self._sec_voice,
+                        mean_dbov=-sums.sum / sums.packets,
+                        packets=sums.packets,
+                        voice_packets=sums.voice,
                     )
                 )
             self._sec_start = wall
             self._sec_loudest = SILENCE
-            self._sec_sum = self._sec_packets = self._sec_voice = 0
+            sums.sum = sums.packets = sums.voice = 0
 
     def speaking(self, now: float) -> bool:
         return now < self.speaking_until

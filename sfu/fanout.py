@@ -47,7 +47,6 @@ from .sdp_check import codec_key
 log = logging.getLogger("miscord.voice")
 screen_log = logging.getLogger("miscord.screen")
 
-HISTORY = 512  # packets kept per subscriber for NACKs (a power of two)
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 RTT_ALPHA = 0.85
@@ -107,45 +106,23 @@ def one_byte_extensions(elements: list[tuple[int, bytes]]) -> bytes:
 _REWRITE = native_ffi.new("char[]", 1500)
 
 
-#: what the fast path reads of a received packet, and the NACK history keeps:
-#: (ssrc, sequence number, timestamp, marker, the RFC 6464 level byte or -1,
-#: payload). A plain tuple of atoms, which the garbage collector stops tracking;
-#: an ``RtpPacket`` (or a named tuple) in the history would stay tracked.
-Received = tuple[int, int, int, int, int, bytes]
-
-
-def received(packet: RtpPacket) -> Received:
+def level_byte(packet: RtpPacket) -> int:
+    """The RFC 6464 level byte of ``packet`` as received (V bit and -dBov), or -1."""
     level = packet.extensions.audio_level
-    return (
-        packet.ssrc,
-        packet.sequence_number,
-        packet.timestamp,
-        packet.marker,
-        -1 if level is None else (level[0] << 7) | level[1],
-        packet.payload,
-    )
-
-
-def _fan_out(targets: Any, count: int, r: Received, epoch: int, now: float) -> int:
-    """``r`` to the first ``count`` of ``targets`` (see fanout_native.c)."""
-    ssrc, seq, ts, marker, level, payload = r
-    return native_lib.fan_out(
-        targets, count, payload, len(payload), marker, seq, ts, ssrc, level, epoch, now
-    )
+    return -1 if level is None else (level[0] << 7) | level[1]
 
 
 class FanoutGroup:
-    """The fast-path subscribers of one publication. One C call per packet
-    rewrites, protects and sends it to every subscriber in sync with the
+    """The fast-path subscribers of one publication (``pub``, its ``struct
+    fan_pub``): C sends each packet to every subscriber in sync with the
     stream; Python takes the rest (a first packet, a resync, a viewer waiting
-    for a keyframe) and records gaps. The NACK history is kept here once for
+    for a keyframe) and records gaps. The NACK history is kept in C once for
     all subscribers, as received: a retransmission is rewritten when asked."""
 
-    def __init__(self) -> None:
+    def __init__(self, pub: Any) -> None:
         self.senders: list[FanoutSender] = []
-        self.history: list[Received | None] = [None] * HISTORY
+        self._pub = pub
         self._targets: Any = native_ffi.NULL
-        self._count = 0
 
     def add(self, sender: FanoutSender) -> None:
         self.senders.append(sender)
@@ -158,14 +135,11 @@ class FanoutGroup:
     def _rebuild(self) -> None:
         targets = [sender.native for sender in self.senders]
         self._targets = native_ffi.new("struct fan_sub *[]", targets)
-        self._count = len(targets)
+        self._pub.subs = self._targets
+        self._pub.count = len(targets)
 
-    def write(self, packet: RtpPacket, epoch: int, now: float) -> None:
-        if not self._count:
-            return  # no one to send to, and so no one to NACK it later
-        r = received(packet)
-        self.history[packet.sequence_number & (HISTORY - 1)] = r
-        flags = _fan_out(self._targets, self._count, r, epoch, now)
+    def finish(self, flags: int, packet: RtpPacket) -> None:
+        """What C's fan-out of ``packet`` left to Python (its ``flags``)."""
         if flags & native_lib.FAN_SKIPPED:
             for sender in self.senders:
                 if sender.native.skipped:
@@ -175,12 +149,12 @@ class FanoutGroup:
                 if sender.native.gap_pending:
                     sender.record_gap()
 
-    def rewrite(self, sender: FanoutSender, r: Received) -> bytes | None:
-        """``r`` as ``sender`` sent it (unprotected), for a retransmission."""
-        _, seq, ts, marker, level, payload = r
-        size = native_lib.fan_rewrite(
-            sender.native, _REWRITE, payload, len(payload), marker, seq, ts, level
-        )
+    def recall(self, sender: FanoutSender, seq: int) -> bytes | None:
+        """What went out to ``sender`` as ``seq`` (unprotected), rewritten again
+        from the history; None if no longer kept or received before the
+        sender's current offsets (``anchor``)."""
+        native = sender.native
+        size = native_lib.fan_recall(self._pub, native, seq, sender._anchor, _REWRITE)
         return None if size < 0 else native_ffi.buffer(_REWRITE, size)[:]
 
 
@@ -309,8 +283,19 @@ class FanoutSender(Downlink):
             self._resync(packet)
         native.active = 1
         pub = self.publication
-        one = native_ffi.new("struct fan_sub *[]", [native])
-        flags = _fan_out(one, 1, received(packet), pub.epoch, pub.last_packet_at)
+        flags = native_lib.fan_out(
+            native_ffi.new("struct fan_sub *[]", [native]),
+            1,
+            packet.payload,
+            len(packet.payload),
+            packet.marker,
+            packet.sequence_number,
+            packet.timestamp,
+            packet.ssrc,
+            level_byte(packet),
+            pub.epoch,
+            pub.last_packet_at,
+        )
         if flags & native_lib.FAN_GAP:
             self.record_gap()
 
@@ -428,17 +413,7 @@ class FanoutSender(Downlink):
         native, pub = self.native, self.publication
         if pub is None or not native.active or native.epoch != pub.epoch:
             return
-        r = pub.fanout.history[(seq - native.seq_off) & (HISTORY - 1)]
-        if r is None:
-            return
-        in_ssrc, in_seq = r[:2]
-        if (
-            in_ssrc != native.in_ssrc
-            or (in_seq + native.seq_off) & 0xFFFF != seq
-            or (in_seq - self._anchor) & 0xFFFF >= 0x8000
-        ):
-            return
-        data = pub.fanout.rewrite(self, r)
+        data = pub.fanout.recall(self, seq)
         if data is None:
             return
         if self._rtx_pt is not None:

@@ -1,7 +1,11 @@
 /* See fanout_native.h. Runs on the event loop's thread, one packet at a time. */
 
+#define _POSIX_C_SOURCE 200809L  /* clock_gettime under -std=c11 */
+
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "fanout_native.h"
 
@@ -10,9 +14,17 @@
 
 typedef int (*protect_fn)(void *ctx, void *rtp, int *len);
 static protect_fn srtp_protect_fn;
+static protect_fn srtp_unprotect_fn;
 
-void fan_init(uintptr_t srtp_protect) {
+void fan_init(uintptr_t srtp_protect, uintptr_t srtp_unprotect) {
     srtp_protect_fn = (protect_fn)srtp_protect;
+    srtp_unprotect_fn = (protect_fn)srtp_unprotect;
+}
+
+static double clock_seconds(clockid_t clock) {
+    struct timespec t;
+    clock_gettime(clock, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
 int fan_rewrite(struct fan_sub *sub, char *out, const char *payload, int size,
@@ -99,4 +111,220 @@ int fan_out(struct fan_sub **subs, int count, const char *payload, int size,
         track(sub, (uint16_t)(seq + sub->seq_off), ts + sub->ts_off, now, &flags);
     }
     return flags;
+}
+
+/* --- receiving ---------------------------------------------------------------- */
+
+struct fan_pub *fan_pub_new(void) {
+    return calloc(1, sizeof(struct fan_pub));
+}
+
+void fan_pub_free(struct fan_pub *pub) {
+    for (int i = 0; i < FAN_HISTORY; i++)
+        free(pub->history[i].payload);
+    free(pub);
+}
+
+static void keep(struct fan_pub *pub, const char *payload, int size, int marker,
+                 uint16_t seq, uint32_t ts, uint32_t ssrc, int level) {
+    struct fan_kept *k = &pub->history[seq & (FAN_HISTORY - 1)];
+    k->size = 0;  /* unknown until the copy is made */
+    if (size > k->cap) {
+        char *grown = realloc(k->payload, size);
+        if (!grown)
+            return;
+        k->payload = grown;
+        k->cap = (uint16_t)size;
+    }
+    memcpy(k->payload, payload, size);
+    k->ssrc = ssrc;
+    k->ts = ts;
+    k->seq = seq;
+    k->size = (uint16_t)size;
+    k->marker = (uint8_t)marker;
+    k->level = (int16_t)level;
+}
+
+int fan_publish(struct fan_pub *pub, const char *payload, int size, int marker,
+                uint16_t seq, uint32_t ts, uint32_t ssrc, int level) {
+    double now = clock_seconds(CLOCK_MONOTONIC);
+    int flags = 0;
+    pub->packets++;
+    pub->bytes += size;
+    if (pub->first_at == 0) {
+        pub->first_at = now;
+        flags |= FAN_FIRST;
+    }
+    pub->last_at = now;
+    if (pub->metered && level >= 0) {
+        struct fan_levels *l = &pub->levels;
+        int value = level & 0x7F;
+        if (value < l->loudest)
+            l->loudest = value;
+        l->tick_packets++;
+        l->sum += value;
+        l->packets++;
+        if (value <= pub->speaking_dbov)
+            l->voice++;
+    }
+    if (pub->muted) {
+        pub->dropped_muted++;
+        return flags | FAN_MUTED;
+    }
+    if (pub->count) {  /* else no one to send to, and so no one to NACK it later */
+        keep(pub, payload, size, marker, seq, ts, ssrc, level);
+        flags |= fan_out(pub->subs, pub->count, payload, size, marker, seq, ts, ssrc,
+                         level, pub->epoch, now);
+        pub->forwarded += pub->count;
+    }
+    pub->times[pub->times_n++ % FAN_TIMES] = clock_seconds(CLOCK_MONOTONIC) - now;
+    return flags;
+}
+
+void fan_add_time(struct fan_pub *pub, double seconds) {
+    if (pub->times_n)
+        pub->times[(pub->times_n - 1) % FAN_TIMES] += seconds;
+}
+
+int fan_recall(struct fan_pub *pub, struct fan_sub *sub, uint16_t seq, uint16_t anchor,
+               char *out) {
+    struct fan_kept *k = &pub->history[(uint16_t)(seq - sub->seq_off) & (FAN_HISTORY - 1)];
+    if (!k->size || k->ssrc != sub->in_ssrc || (uint16_t)(k->seq + sub->seq_off) != seq
+        || (uint16_t)(k->seq - anchor) >= 0x8000)
+        return -1;
+    return fan_rewrite(sub, out, k->payload, k->size, k->marker, k->seq, k->ts, k->level);
+}
+
+void fan_stream_add(struct fan_stream *s, uint16_t seq, uint32_t ts) {
+    uint16_t step = (uint16_t)(seq - s->max_seq);
+    int in_order = !s->has_max || (step && step < 0x8000);
+    s->packets_received++;
+    if (!s->has_base) {
+        s->has_base = 1;
+        s->base_seq = seq;
+    }
+    if (!in_order)
+        return;
+    int64_t arrival = (int64_t)(clock_seconds(CLOCK_REALTIME) * s->clockrate);
+    if (s->has_max && seq < s->max_seq)
+        s->cycles += 1 << 16;
+    s->has_max = 1;
+    s->max_seq = seq;
+    if (s->has_last && ts != s->last_timestamp && s->packets_received > 1) {
+        int64_t d = (arrival - s->last_arrival) - ((int64_t)ts - s->last_timestamp);
+        if (d < 0)
+            d = -d;
+        s->jitter_q4 += d - ((s->jitter_q4 + 8) >> 4);
+    }
+    s->has_last = 1;
+    s->last_arrival = arrival;
+    s->last_timestamp = ts;
+}
+
+int fan_route(struct fan_rx *rx, uint32_t ssrc, int pt, struct fan_stream *stream,
+              struct fan_pub *pub) {
+    int i = 0;
+    while (i < rx->count && rx->routes[i].pub != pub)
+        i++;
+    if (i == FAN_ROUTES)
+        return -1;
+    if (i == rx->count)
+        rx->count++;
+    rx->routes[i] = (struct fan_route){ssrc, pt, stream, pub};
+    return 0;
+}
+
+void fan_unroute(struct fan_rx *rx, struct fan_pub *pub) {
+    for (int i = 0; i < rx->count; i++)
+        if (rx->routes[i].pub == pub)
+            rx->routes[i--] = rx->routes[--rx->count];
+}
+
+/* The RFC 6464 level byte among RFC 8285 header extensions (the last one
+ * with that id, as aiortc reads them): -1 if none, -2 if the block is
+ * truncated (aiortc refuses the packet). */
+static int find_level(const uint8_t *p, int len, int profile, int level_id) {
+    int pos = 0, level = -1;
+    if (profile != 0xBEDE && profile != 0x1000)
+        return -1;
+    while (pos < len) {
+        if (!p[pos]) {
+            pos++;
+            continue;
+        }
+        int id, size;
+        if (profile == 0xBEDE) {
+            id = p[pos] >> 4;
+            size = (p[pos] & 0x0F) + 1;
+            pos += 1;
+        } else {
+            if (pos + 2 > len)
+                return -2;
+            id = p[pos];
+            size = p[pos + 1];
+            pos += 2;
+        }
+        if (pos + size > len)
+            return -2;
+        if (id == level_id && size)
+            level = p[pos];
+        pos += size;
+    }
+    return level;
+}
+
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+int fan_ingest(struct fan_rx *rx, void *srtp, const char *data, int len, int level_id) {
+    const uint8_t *in = (const uint8_t *)data;
+    if (len < 12 || len > FAN_PLAIN_MAX)
+        return FAN_PASS;
+    uint32_t ssrc = be32(in + 8);
+    int pt = in[1] & 0x7F;
+    struct fan_route *route = NULL;
+    for (int i = 0; i < rx->count; i++)
+        if (rx->routes[i].ssrc == ssrc && rx->routes[i].pt == pt)
+            route = &rx->routes[i];
+    if (!route || route->pub->python)
+        return FAN_PASS;
+    uint8_t *p = (uint8_t *)rx->plain;
+    int size = len;
+    memcpy(p, data, len);
+    rx->plain_len = 0;
+    if (srtp_unprotect_fn(srtp, p, &size) != 0 || p[0] >> 6 != 2)
+        return FAN_DROP;
+    int pos = 12 + 4 * (p[0] & 0x0F);
+    int level = -1;
+    if (size < pos)
+        return FAN_DROP;
+    if (p[0] & 0x10) {
+        if (size < pos + 4)
+            return FAN_DROP;
+        int profile = p[pos] << 8 | p[pos + 1];
+        int end = pos + 4 + 4 * (p[pos + 2] << 8 | p[pos + 3]);
+        if (size < end)
+            return FAN_DROP;
+        level = find_level(p + pos + 4, end - pos - 4, profile, level_id);
+        if (level == -2)
+            return FAN_DROP;
+        pos = end;
+    }
+    int stop = size;
+    if (p[0] & 0x20) {
+        int padding = p[size - 1];
+        if (!padding || padding > size - pos)
+            return FAN_DROP;
+        stop -= padding;
+    }
+    rx->plain_len = size;
+    rx->taken++;
+    uint16_t seq = (uint16_t)(p[2] << 8 | p[3]);
+    uint32_t ts = be32(p + 4);
+    fan_stream_add(route->stream, seq, ts);
+    if (stop == pos)
+        return 0;  /* padding only: no media */
+    return fan_publish(route->pub, (const char *)p + pos, stop - pos, p[1] >> 7, seq, ts,
+                       ssrc, level);
 }

@@ -1,7 +1,9 @@
-/* The fast path's per-packet loop in C: for every subscriber of a publication,
+/* The fast path in C: a publisher's packet from the socket (unprotect, parse,
+ * reception statistics, levels) and, for every subscriber of its publication,
  * rewrite the RTP header, SRTP-protect and send, in one call from Python.
- * Python owns every struct here (allocated with cffi) and decides when a
- * subscriber is in sync ("active"); this code only reads and counts. */
+ * Python owns every struct here (allocated with cffi, or fan_pub_new under
+ * ffi.gc) and decides which SSRCs C takes (routes) and when a subscriber is
+ * in sync ("active"); this code reads, counts and keeps the NACK history. */
 
 #include <stdint.h>
 
@@ -43,9 +45,112 @@ struct fan_sub {
 #define FAN_SKIPPED 1             /* a subscriber was skipped: Python's turn */
 #define FAN_GAP 2                 /* a subscriber has gap_pending set */
 
-void fan_init(uintptr_t srtp_protect);
+void fan_init(uintptr_t srtp_protect, uintptr_t srtp_unprotect);
 int fan_out(struct fan_sub **subs, int count, const char *payload, int size,
             int marker, uint16_t seq, uint32_t ts, uint32_t ssrc, int level,
             int epoch, double now);
 int fan_rewrite(struct fan_sub *sub, char *out, const char *payload, int size,
                 int marker, uint16_t seq, uint32_t ts, int level);
+
+/* --- receiving: a publisher's packet, from the socket to every subscriber --- */
+
+#define FAN_HISTORY 512           /* received packets kept for NACKs (a power of two) */
+#define FAN_TIMES 2048            /* fan-out durations kept (seconds) */
+#define FAN_ROUTES 8              /* SSRCs of one publish connection taken in C */
+#define FAN_PLAIN_MAX 1648        /* a received datagram (MTU and SRTP trailer) */
+
+/* aiortc's StreamStatistics (RTP reception statistics, RFC 3550 A.3/A.8),
+ * kept here so that C and Python count in one place */
+struct fan_stream {
+    int has_base;
+    uint16_t base_seq;
+    int has_max;
+    uint16_t max_seq;
+    int64_t cycles;
+    uint64_t packets_received;
+    uint32_t clockrate;
+    int64_t jitter_q4;
+    int has_last;
+    int64_t last_arrival;
+    uint32_t last_timestamp;
+};
+
+/* RFC 6464 levels (-dBov) of an audio publication since Python last read them */
+struct fan_levels {
+    int loudest;
+    int tick_packets;
+    int64_t sum;
+    int packets;
+    int voice;                    /* packets at or over the speaking level */
+};
+
+/* one received packet, kept for NACKs; the payload is this struct's own copy */
+struct fan_kept {
+    uint32_t ssrc;
+    uint32_t ts;
+    uint16_t seq;
+    uint16_t size;
+    uint16_t cap;
+    uint8_t marker;
+    int16_t level;
+    char *payload;
+};
+
+/* One publication: counters, levels, the NACK history and its fast-path
+ * subscribers (an array Python owns). Made by fan_pub_new, freed by
+ * fan_pub_free (Python ties it to the publication with ffi.gc). */
+struct fan_pub {
+    struct fan_sub **subs;
+    int count;
+    int epoch;
+    int muted;
+    int python;                   /* 1: every packet through Python (taps, track senders) */
+    int metered;                  /* 1: count audio levels */
+    int speaking_dbov;            /* -dBov at or under which a packet is voice */
+    uint64_t packets;
+    uint64_t bytes;               /* payload octets */
+    uint64_t forwarded;           /* copies handed to the fast path's subscribers */
+    uint64_t dropped_muted;
+    double first_at;              /* monotonic seconds; 0: none yet */
+    double last_at;
+    struct fan_levels levels;
+    uint64_t times_n;             /* fan-out durations recorded, ever */
+    double times[FAN_TIMES];
+    struct fan_kept history[FAN_HISTORY];
+};
+
+struct fan_route {
+    uint32_t ssrc;
+    int pt;
+    struct fan_stream *stream;
+    struct fan_pub *pub;
+};
+
+/* A publish connection's SSRCs that C takes off the socket, and where the
+ * last packet it unprotected is left for Python's slow path. */
+struct fan_rx {
+    uint64_t taken;               /* packets C unprotected and parsed */
+    int count;
+    struct fan_route routes[FAN_ROUTES];
+    int plain_len;
+    char plain[FAN_PLAIN_MAX];
+};
+
+/* more flags fan_publish and fan_ingest return */
+#define FAN_FIRST 4               /* the publication's first packet */
+#define FAN_MUTED 8               /* counted, not forwarded */
+#define FAN_PASS 16               /* not taken: Python's path, nothing consumed */
+#define FAN_DROP 32               /* refused (SRTP, malformed): nothing to do */
+
+struct fan_pub *fan_pub_new(void);
+void fan_pub_free(struct fan_pub *pub);
+int fan_publish(struct fan_pub *pub, const char *payload, int size, int marker,
+                uint16_t seq, uint32_t ts, uint32_t ssrc, int level);
+void fan_add_time(struct fan_pub *pub, double seconds);
+int fan_recall(struct fan_pub *pub, struct fan_sub *sub, uint16_t seq, uint16_t anchor,
+               char *out);
+void fan_stream_add(struct fan_stream *stream, uint16_t seq, uint32_t ts);
+int fan_route(struct fan_rx *rx, uint32_t ssrc, int pt, struct fan_stream *stream,
+              struct fan_pub *pub);
+void fan_unroute(struct fan_rx *rx, struct fan_pub *pub);
+int fan_ingest(struct fan_rx *rx, void *srtp, const char *data, int len, int level_id);

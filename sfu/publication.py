@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +18,11 @@ from aiortc import MediaStreamTrack, RTCRtpTransceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
-from .aiortc_seam import ReceiveHook
+from .aiortc_seam import ReceiveHook, native_ffi, native_lib
 from .audio_level import AudioLevelMeter
 from .downlink import Downlink
 from .events import KeyframeRequested
-from .fanout import FanoutGroup, FanoutSender
+from .fanout import FanoutGroup, FanoutSender, level_byte
 from .refs import owner
 from .trackpath import Relay
 
@@ -56,24 +55,19 @@ class Publication:
         self.codec = codec
         self.mid = transceiver.mid
         self.muted = False
-        #: bumped whenever forwarding pauses, so downlinks re-anchor their offsets
-        self.epoch = 0
+        #: counters, levels, the NACK history and the fast path's subscribers,
+        #: in C: ``fan_ingest`` forwards a routed SSRC's packets without Python
+        self.native = native_ffi.gc(native_lib.fan_pub_new(), native_lib.fan_pub_free)
+        if self.native == native_ffi.NULL:
+            raise MemoryError("fan_pub_new")
         self.downlinks: list[Downlink] = []
         #: the fast path's downlinks, sent to in one C call per packet
-        self.fanout = FanoutGroup()
+        self.fanout = FanoutGroup(self.native)
         #: the other downlinks, written to one by one
         self.writers: list[Downlink] = []
-        self.taps: list[PacketTap] = []
-        self.packets = 0
-        self.bytes = 0
-        self.forwarded = 0
-        self.dropped_muted = 0
-        #: seconds each received packet took to reach every downlink (recent ones)
-        self.fanout_times: deque[float] = deque(maxlen=2048)
-        self.first_packet_at: float | None = None
-        self.last_packet_at: float | None = None
+        self._taps: list[PacketTap] = []
         self.created_at = time.time()
-        self.levels = AudioLevelMeter() if self.kind == "audio" else None
+        self.levels = AudioLevelMeter(self.native) if self.kind == "audio" else None
         self.keyframe_requests = 0  # requests asked for by viewers
         self.keyframes_sent = 0  # PLIs actually sent to the publisher
         self._keyframe_at = -1e9
@@ -82,33 +76,104 @@ class Publication:
         #: the receiver's hook (None in relay mode, where aiortc decodes)
         self.hook = hook
 
+    # --- counters, kept in C (``struct fan_pub``) --------------------------------
+
+    @property
+    def epoch(self) -> int:
+        """Bumped whenever forwarding pauses, so downlinks re-anchor their offsets."""
+        return self.native.epoch
+
+    @property
+    def packets(self) -> int:
+        return self.native.packets
+
+    @property
+    def bytes(self) -> int:
+        return self.native.bytes
+
+    @property
+    def forwarded(self) -> int:
+        return self.native.forwarded
+
+    @property
+    def dropped_muted(self) -> int:
+        return self.native.dropped_muted
+
+    @property
+    def first_packet_at(self) -> float | None:
+        return self.native.first_at or None
+
+    @property
+    def last_packet_at(self) -> float | None:
+        return self.native.last_at or None
+
+    def fanout_times(self) -> list[float]:
+        """Seconds the latest received packets took to reach every downlink."""
+        native = self.native
+        count = min(native.times_n, native_lib.FAN_TIMES)
+        return list(native_ffi.unpack(native.times, count))
+
+    def clear_fanout_times(self) -> None:
+        self.native.times_n = 0
+
+    # --- forwarding ----------------------------------------------------------------
+
     def on_packet(self, packet: RtpPacket, codec: RTCRtpCodecParameters) -> None:
-        """Every received packet of this source (the forwarding hot path)."""
-        self.packets += 1
-        self.bytes += len(packet.payload)
-        self.last_packet_at = now = time.monotonic()
-        if self.first_packet_at is None:
-            self.first_packet_at = now
+        """A received packet that Python handled (C takes the rest: see
+        ``ReceiveHook.route``): counted, metered and fanned out in C all the
+        same, then given to the track path's writers and the taps."""
+        flags = native_lib.fan_publish(
+            self.native,
+            packet.payload,
+            len(packet.payload),
+            packet.marker,
+            packet.sequence_number,
+            packet.timestamp,
+            packet.ssrc,
+            level_byte(packet),
+        )
+        self.after_native(flags, packet)
+        if flags & native_lib.FAN_MUTED:
+            return
+        if self.writers:
+            started = time.perf_counter()
+            for downlink in self.writers:
+                downlink.write(packet)
+            native_lib.fan_add_time(self.native, time.perf_counter() - started)
+            self.native.forwarded += len(self.writers)
+        for tap in self._taps:
+            tap(packet)
+
+    def after_native(self, flags: int, packet: RtpPacket) -> None:
+        """What C left of a packet it forwarded: a first packet to log, fast-path
+        subscribers to start or resync, gaps to record."""
+        if flags & native_lib.FAN_FIRST:
             log = screen_log if self.source == "screen" else voice_log
             log.info("first packet of %s/%s", self.peer_id, self.source)
-        if self.levels is not None:
-            self.levels.add(packet.extensions.audio_level)
-        if self.muted:
-            self.dropped_muted += 1
-            return
-        started = time.perf_counter()
-        self.fanout.write(packet, self.epoch, now)
-        for downlink in self.writers:
-            downlink.write(packet)
-        self.fanout_times.append(time.perf_counter() - started)
-        self.forwarded += len(self.downlinks)
-        for tap in self.taps:
-            tap(packet)
+        self.fanout.finish(flags, packet)
 
     def set_muted(self, muted: bool) -> None:
         if muted != self.muted:
             self.muted = muted
-            self.epoch += 1
+            self.native.muted = muted
+            self.native.epoch += 1
+
+    def add_tap(self, tap: PacketTap) -> None:
+        """Call ``tap`` with every forwarded packet (its SSRC then stays in Python)."""
+        self._taps.append(tap)
+        self._update_python()
+
+    def remove_tap(self, tap: PacketTap) -> None:
+        if tap in self._taps:
+            self._taps.remove(tap)
+            self._update_python()
+
+    @property
+    def taps(self) -> list[PacketTap]:
+        return list(self._taps)
+
+    def _update_python(self) -> None:
+        self.native.python = bool(self._taps or self.writers)
 
     def attach(self, downlink: Downlink) -> None:
         downlink.bind(self)
@@ -117,6 +182,7 @@ class Publication:
             self.fanout.add(downlink)
         else:
             self.writers.append(downlink)
+            self._update_python()
 
     def detach(self, downlink: Downlink) -> None:
         if downlink in self.downlinks:
@@ -125,6 +191,7 @@ class Publication:
                 self.fanout.remove(downlink)
             else:
                 self.writers.remove(downlink)
+                self._update_python()
         if downlink.publication is self:
             downlink.unbind()
 
@@ -220,4 +287,4 @@ class Publication:
             self._keyframe_timer = None
         for downlink in list(self.downlinks):
             self.detach(downlink)
-        self.taps.clear()
+        self._taps.clear()

@@ -33,10 +33,6 @@ log = logging.getLogger("miscord.voice")
 screen_log = logging.getLogger("miscord.screen")
 
 
-def _ignore(packet: object, codec: object) -> None:
-    """Sink of a receiver whose source is not published (stopped m-line)."""
-
-
 class PublishSession:
     def __init__(self, participant: Participant) -> None:
         self.participant = owner(participant)  # the owner; no cycle
@@ -94,7 +90,7 @@ class PublishSession:
             hook = self._hooks.get(media.mid)
             if hook is None and self.participant.settings.forwarding != "relay":
                 hook = self._hooks[media.mid] = ReceiveHook(
-                    transceiver.receiver, media.kind, _ignore
+                    transceiver.receiver, media.kind
                 )
             source = sources.get(media.mid) if media.sending else None
             current = next(
@@ -109,14 +105,14 @@ class PublishSession:
                     self.participant, source, transceiver, media.codec, hook
                 )
                 if hook is not None:
-                    hook.sink = pub.on_packet
+                    hook.publish_to(pub)
                 self.publications[source] = pub
                 self.participant.on_published(pub)
 
     def _unpublish(self, pub: Publication) -> None:
         hook = self._hooks.get(pub.mid or "")
         if hook is not None:
-            hook.sink = _ignore
+            hook.publish_to(None)
         del self.publications[pub.source]
         pub.close()
         self.participant.on_unpublished(pub)

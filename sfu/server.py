@@ -150,8 +150,8 @@ class SfuServer:
         if reset:
             self.loop_lag.clear()
             for pub in pubs:
-                pub.fanout_times.clear()
-        fanout = sorted(t for p in pubs for t in p.fanout_times)
+                pub.clear_fanout_times()
+        fanout = sorted(t for p in pubs for t in p.fanout_times())
         lag = sorted(self.loop_lag)
         return {
             "forwarding": self.settings.forwarding,

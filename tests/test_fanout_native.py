@@ -21,13 +21,40 @@ from pylibsrtp import Policy, Session
 
 from sfu import aiortc_seam
 from sfu.aiortc_seam import SocketDups, native_ffi, native_lib
-from sfu.fanout import HISTORY, FanoutGroup, FanoutSender, _fan_out, received
+from sfu.fanout import FanoutGroup, FanoutSender, level_byte
 
 MID, LEVEL = (
     "urn:ietf:params:rtp-hdrext:sdes:mid",
     ("urn:ietf:params:rtp-hdrext:ssrc-audio-level"),
 )
 KEY = bytes(range(30))
+
+
+def args(packet):
+    """``packet`` as the C functions take it (payload to level byte)."""
+    payload = packet.payload
+    return (
+        payload,
+        len(payload),
+        packet.marker,
+        packet.sequence_number,
+        packet.timestamp,
+        packet.ssrc,
+        level_byte(packet),
+    )
+
+
+def new_pub():
+    """A publication's C side (``struct fan_pub``), freed with the object."""
+    return native_ffi.gc(native_lib.fan_pub_new(), native_lib.fan_pub_free)
+
+
+def publish(group, pub, packet):
+    """What a received packet does: counted and fanned out in C, then what C
+    left to Python."""
+    flags = native_lib.fan_publish(pub, *args(packet))
+    group.finish(flags, packet)
+    return flags
 
 
 def extensions_map(with_level):
@@ -72,7 +99,7 @@ class Downlink:
         native.seq_off, native.ts_off = seq_off, ts_off
 
     def send(self, packet, epoch=0):
-        return _fan_out(self.targets, 1, received(packet), epoch, 1.0)
+        return native_lib.fan_out(self.targets, 1, *args(packet), epoch, 1.0)
 
     def received_plain(self):
         try:
@@ -112,10 +139,15 @@ async def test_what_c_sends_opens_and_parses_to_the_rewrite(
         packet = RtpPacket(96, marker, seq, ts, 0xABCDEF01, payload)
         packet.extensions.audio_level = level
         link.start(packet, seq_off, ts_off)
-        assert link.send(packet) == 0
+        pub = new_pub()
+        group = FanoutGroup(pub)
+        group.add(link.sender)
+        assert native_lib.fan_publish(pub, *args(packet)) == native_lib.FAN_FIRST
         plain = link.received_plain()
-        # a retransmission is rewritten from the received packet, byte for byte
-        assert FanoutGroup().rewrite(link.sender, received(packet)) == plain
+        # a retransmission is rewritten from the history, byte for byte
+        link.sender._anchor = seq
+        assert group.recall(link.sender, (seq + seq_off) & 0xFFFF) == plain
+        group.remove(link.sender)
         got = RtpPacket.parse(plain, link.map)
         assert got.sequence_number == (seq + seq_off) & 0xFFFF
         assert got.timestamp == (ts + ts_off) & 0xFFFFFFFF
@@ -174,7 +206,8 @@ async def test_nack_resends_what_went_out_and_nothing_from_before_a_resync():
     publication's history); a NACK for a sequence number sent before the offsets
     changed gets nothing, even when a received packet maps to it now."""
     link = Downlink()
-    sender, group = link.sender, FanoutGroup()
+    native_pub = new_pub()
+    sender, group = link.sender, FanoutGroup(native_pub)
     # what the hook's _on_send sets once the subscriber's transport is up
     sender.hook.socket, sender.hook._srtp_t = link.ours, link.session._srtp[0]
     pub = SimpleNamespace(fanout=group, epoch=0, last_packet_at=1.0)
@@ -182,7 +215,8 @@ async def test_nack_resends_what_went_out_and_nothing_from_before_a_resync():
     group.add(sender)
     try:
         for seq in range(100, 105):
-            group.write(RtpPacket(96, 0, seq, seq * 960, 0x1234, b"p%d" % seq), 0, 1.0)
+            packet = RtpPacket(96, 0, seq, seq * 960, 0x1234, b"p%d" % seq)
+            publish(group, native_pub, packet)
         datagrams = [link.theirs.recv(4096) for _ in range(5)]
         del datagrams[2]  # lost on the way: the subscriber NACKs it
         sent = [RtpPacket.parse(link.opener.unprotect(d)) for d in datagrams]
@@ -192,12 +226,16 @@ async def test_nack_resends_what_went_out_and_nothing_from_before_a_resync():
         again = link.received()
         assert (again.sequence_number, again.payload) == (lost, b"p102")
         # a mute: 105-109 never reach the fan-out, then the stream resyncs
-        pub.epoch = 1
-        group.write(RtpPacket(96, 0, 110, 110 * 960, 0x1234, b"p110"), 1, 2.0)
+        pub.epoch = native_pub.epoch = 1
+        publish(group, native_pub, RtpPacket(96, 0, 110, 110 * 960, 0x1234, b"p110"))
         assert link.received().sequence_number == sent[-1].sequence_number + 1
-        # under the new offsets, what went out as p102's number maps to 107
+        # under the new offsets, what went out as p102's number maps to 107: it
+        # is kept (received late, never sent), and still not what p102 was
+        sender.native.active = 0
         late = RtpPacket(96, 0, 107, 107 * 960, 0x1234, b"p107")
-        group.history[107 & (HISTORY - 1)] = received(late)
+        assert native_lib.fan_publish(native_pub, *args(late)) == native_lib.FAN_SKIPPED
+        sender.native.active = 1
+        assert link.received() is None
         sender._retransmit(lost)
         assert link.received() is None
     finally:
