@@ -358,6 +358,7 @@ def _address(pointer: Any) -> int:
 native_lib.fan_init(
     _address(_ffi.addressof(pylibsrtp._binding.lib, "srtp_protect")),
     _address(_ffi.addressof(pylibsrtp._binding.lib, "srtp_unprotect")),
+    _address(_ffi.addressof(pylibsrtp._binding.lib, "srtp_unprotect_rtcp")),
 )
 
 
@@ -521,18 +522,35 @@ def _receive_srtp(dtls: RTCDtlsTransport, ids: Any, data: bytes, rx: Any) -> Non
         hook.publication.after_native(flags, packet)
 
 
+#: where a subscriber's SRTCP is unprotected and its report blocks read
+_RTCP = native_ffi.new("struct fan_rtcp *")
+
+
 def _receive_srtcp(dtls: RTCDtlsTransport, data: bytes) -> None:
     """aiortc's SRTCP handling on a subscribe connection, without its queue and
-    task hop: the fast path's senders get each packet in this call. aiortc's
+    task hop: the fast path's senders get each packet in this call. Receiver
+    reports, nearly all of it, are read in C (``fan_rtcp_scan``) and handed
+    over as report blocks; anything else is parsed by aiortc. aiortc's
     receivers there carry nothing (the client only receives), so what is
     routed to them (an SR, a BYE) is dropped."""
-    plain = _SCRATCH.unprotect(dtls._rx_srtp._srtp[0], data, _srtp_unprotect_rtcp)
-    if plain is None:
+    rtcp = _RTCP
+    flags = native_lib.fan_rtcp_scan(rtcp, dtls._rx_srtp._srtp[0], data, len(data))
+    if flags & native_lib.FAN_DROP or not rtcp.plain_len:
         return
-    try:
-        packets = RtcpPacket.parse(plain)
-    except ValueError:
-        return
+    if flags & native_lib.FAN_PASS:
+        try:
+            packets = RtcpPacket.parse(native_ffi.buffer(rtcp.plain, rtcp.plain_len)[:])
+        except ValueError:
+            return
+    else:
+        packets = []
+        senders = dtls._rtp_router.senders
+        wall = time.time()
+        for i in range(rtcp.count):
+            block = rtcp.blocks + i
+            report = getattr(senders.get(block.ssrc), "report", None)
+            if report is not None:
+                report(block, wall)
     dtls._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
     dtls._RTCDtlsTransport__rx_bytes += len(data)  # type: ignore[attr-defined]
     for packet in packets:

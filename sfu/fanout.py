@@ -32,6 +32,7 @@ from aiortc.rtp import (
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
     RtcpPsfbPacket,
+    RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
@@ -49,7 +50,6 @@ screen_log = logging.getLogger("miscord.screen")
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
-RTT_ALPHA = 0.85
 #: seconds a new viewer waits for a keyframe before asking again
 KEYFRAME_RETRY = 1.5
 #: RTP ticks one frame advances, used when a stream restarts right away
@@ -104,6 +104,13 @@ def one_byte_extensions(elements: list[tuple[int, bytes]]) -> bytes:
 
 #: where a retransmission is rewritten (the event loop runs one at a time)
 _REWRITE = native_ffi.new("char[]", 1500)
+
+
+def report_block(report: RtcpReceiverInfo) -> Any:
+    """An RTCP report block aiortc parsed, as C keeps it (``struct fan_block``)."""
+    fields = (report.ssrc, report.fraction_lost, report.packets_lost)
+    rest = (report.highest_sequence, report.jitter, report.lsr, report.dlsr)
+    return native_ffi.new("struct fan_block *", (*fields, *rest))
 
 
 def level_byte(packet: RtpPacket) -> int:
@@ -195,12 +202,6 @@ class FanoutSender(Downlink):
         self.pli_count = 0
         self.fir_count = 0
         self.remb_bitrate: int | None = None
-        # receiver reports
-        self._sr_sent: dict[int, float] = {}
-        self.rtt: float | None = None
-        self.rtt_total = 0.0
-        self.rtt_count = 0
-        self.remote: dict[str, Any] | None = None
 
     @property
     def packets_sent(self) -> int:
@@ -356,9 +357,20 @@ class FanoutSender(Downlink):
     def handle_rtcp(self, packet: AnyRtcpPacket) -> None:
         """RTCP from the subscriber about this m-line (see module docstring)."""
         if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
-            for report in packet.reports:
-                if report.ssrc == self._ssrc:
-                    self._on_report(report)
+            for r in packet.reports:
+                if r.ssrc == self._ssrc:
+                    block = (
+                        r.ssrc,
+                        r.fraction_lost,
+                        r.packets_lost,
+                        r.highest_sequence,
+                    )
+                    self.report(
+                        native_ffi.new(
+                            "struct fan_block *", (*block, r.jitter, r.lsr, r.dlsr)
+                        ),
+                        time.time(),
+                    )
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             self.nack_count += 1
             for seq in packet.lost:
@@ -381,28 +393,33 @@ class FanoutSender(Downlink):
             if self._ssrc in ssrcs:
                 self.remb_bitrate = bitrate
 
-    def _on_report(self, report: Any) -> None:
-        sent_at = self._sr_sent.get(report.lsr)
-        if sent_at is not None and report.dlsr:
-            rtt = max(0.0, time.time() - sent_at - report.dlsr / 65536)
-            self.rtt = (
-                rtt
-                if self.rtt is None
-                else RTT_ALPHA * self.rtt + (1 - RTT_ALPHA) * rtt
-            )
-            self.rtt_total += rtt
-            self.rtt_count += 1
+    def report(self, block: Any, wall: float) -> None:
+        """A receiver report block about this m-line (a ``struct fan_block *``)
+        that arrived at ``wall``: C keeps it and the RTT it gives."""
+        native_lib.fan_report(self.native, block, wall)
+
+    @property
+    def rtt(self) -> float | None:
+        """Smoothed round-trip time from the subscriber's reports, seconds."""
+        return self.native.rtt if self.native.rtt_count else None
+
+    @property
+    def remote(self) -> dict[str, Any] | None:
+        """The subscriber's latest report, as W3C remote-inbound-rtp fields."""
+        native = self.native
+        if not native.reports:
+            return None
+        report = native.report
         # the report counts from the first sequence number it saw, ours
-        first = self.native.first_seq
-        expected = ((report.highest_sequence - first) & 0xFFFFFFFF) + 1
-        self.remote = {
-            "timestamp": time.time(),
-            "packetsLost": report.packets_lost,
-            "packetsReceived": max(0, expected - report.packets_lost),
-            "highestSequenceNumber": report.highest_sequence,
+        expected = ((report.highest - native.first_seq) & 0xFFFFFFFF) + 1
+        return {
+            "timestamp": native.report_at,
+            "packetsLost": report.lost,
+            "packetsReceived": max(0, expected - report.lost),
+            "highestSequenceNumber": report.highest,
             # of packetsLost, those that never reached us (not W3C)
-            "packetsMissingUpstream": self._gaps_up_to(report.highest_sequence),
-            "fractionLost": report.fraction_lost / 256,
+            "packetsMissingUpstream": self._gaps_up_to(report.highest),
+            "fractionLost": report.fraction / 256,
             "jitter": report.jitter / self._clock,
         }
 
@@ -445,9 +462,7 @@ class FanoutSender(Downlink):
         if not native.packets_sent:
             return None
         ticks = int((now - native.last_at) * self._clock)
-        self._sr_sent[(ntp >> 16) & 0xFFFFFFFF] = wall
-        while len(self._sr_sent) > 8:
-            del self._sr_sent[next(iter(self._sr_sent))]
+        native_lib.fan_sr_sent(native, (ntp >> 16) & 0xFFFFFFFF, wall)
         return SENDER_REPORT.pack(
             0x80,
             RTCP_SR,
@@ -499,8 +514,8 @@ class FanoutSender(Downlink):
                     "kind": self.kind,
                     "localId": f"outbound-rtp_{self._ssrc}",
                     "roundTripTime": self.rtt,
-                    "totalRoundTripTime": self.rtt_total,
-                    "roundTripTimeMeasurements": self.rtt_count,
+                    "totalRoundTripTime": self.native.rtt_total,
+                    "roundTripTimeMeasurements": self.native.rtt_count,
                     **self.remote,
                 }
             )

@@ -15,10 +15,13 @@
 typedef int (*protect_fn)(void *ctx, void *rtp, int *len);
 static protect_fn srtp_protect_fn;
 static protect_fn srtp_unprotect_fn;
+static protect_fn srtp_unprotect_rtcp_fn;
 
-void fan_init(uintptr_t srtp_protect, uintptr_t srtp_unprotect) {
+void fan_init(uintptr_t srtp_protect, uintptr_t srtp_unprotect,
+              uintptr_t srtp_unprotect_rtcp) {
     srtp_protect_fn = (protect_fn)srtp_protect;
     srtp_unprotect_fn = (protect_fn)srtp_unprotect;
+    srtp_unprotect_rtcp_fn = (protect_fn)srtp_unprotect_rtcp;
 }
 
 static double clock_seconds(clockid_t clock) {
@@ -327,4 +330,82 @@ int fan_ingest(struct fan_rx *rx, void *srtp, const char *data, int len, int lev
         return 0;  /* padding only: no media */
     return fan_publish(route->pub, (const char *)p + pos, stop - pos, p[1] >> 7, seq, ts,
                        ssrc, level);
+}
+
+/* --- receiver reports ------------------------------------------------------------ */
+
+#define RTT_ALPHA 0.85            /* weight of the previous smoothed RTT */
+
+void fan_sr_sent(struct fan_sub *sub, uint32_t ntp_middle, double wall) {
+    sub->sr_ntp[sub->sr_next] = ntp_middle;
+    sub->sr_wall[sub->sr_next] = wall;
+    sub->sr_next = (sub->sr_next + 1) % FAN_SR_KEPT;
+}
+
+/* A report block about this stream, arrived at ``wall``: kept as the latest,
+ * and an RTT from the SR it answers (RFC 3550 6.4.1: now - LSR - DLSR, with
+ * our own send time for LSR). */
+void fan_report(struct fan_sub *sub, const struct fan_block *block, double wall) {
+    sub->reports++;
+    sub->report = *block;
+    sub->report_at = wall;
+    if (!block->dlsr)
+        return;
+    for (int i = 0; i < FAN_SR_KEPT; i++) {
+        if (sub->sr_wall[i] == 0 || sub->sr_ntp[i] != block->lsr)
+            continue;
+        double rtt = wall - sub->sr_wall[i] - block->dlsr / 65536.0;
+        if (rtt < 0)
+            rtt = 0;
+        sub->rtt = sub->rtt_count ? RTT_ALPHA * sub->rtt + (1 - RTT_ALPHA) * rtt : rtt;
+        sub->rtt_total += rtt;
+        sub->rtt_count++;
+        return;
+    }
+}
+
+#define RTCP_SR 200
+#define RTCP_RR 201
+#define RTCP_SDES 202
+
+int fan_rtcp_scan(struct fan_rtcp *rtcp, void *srtp, const char *data, int len) {
+    uint8_t *p = (uint8_t *)rtcp->plain;
+    int size = len;
+    rtcp->count = 0;
+    rtcp->plain_len = 0;
+    if (len > FAN_PLAIN_MAX)
+        return FAN_PASS;
+    memcpy(p, data, len);
+    if (srtp_unprotect_rtcp_fn(srtp, p, &size) != 0)
+        return FAN_DROP;
+    rtcp->plain_len = size;
+    int pos = 0;
+    while (pos < size) {
+        if (size - pos < 4 || p[pos] >> 6 != 2)
+            return FAN_PASS;  /* malformed: aiortc's parser says what to do */
+        int type = p[pos + 1], count = p[pos] & 0x1F;
+        int end = pos + 4 + 4 * (p[pos + 2] << 8 | p[pos + 3]);
+        if (end > size)
+            return FAN_PASS;
+        if (type == RTCP_SR || type == RTCP_RR) {
+            int at = pos + (type == RTCP_SR ? 28 : 8);
+            if (at + 24 * count > end || rtcp->count + count > FAN_BLOCKS)
+                return FAN_PASS;
+            for (int i = 0; i < count; i++, at += 24) {
+                struct fan_block *b = &rtcp->blocks[rtcp->count++];
+                b->ssrc = be32(p + at);
+                b->fraction = p[at + 4];
+                int32_t lost = p[at + 5] << 16 | p[at + 6] << 8 | p[at + 7];
+                b->lost = lost & 0x800000 ? lost - 0x1000000 : lost;
+                b->highest = be32(p + at + 8);
+                b->jitter = be32(p + at + 12);
+                b->lsr = be32(p + at + 16);
+                b->dlsr = be32(p + at + 20);
+            }
+        } else if (type != RTCP_SDES) {
+            return FAN_PASS;  /* feedback or BYE: Python's */
+        }
+        pos = end;
+    }
+    return 0;
 }

@@ -8,6 +8,18 @@
 #include <stdint.h>
 
 #define FAN_EXT_MAX 32
+#define FAN_SR_KEPT 8             /* sender reports remembered for RTT */
+
+/* one RTCP report block (RFC 3550 6.4.1) */
+struct fan_block {
+    uint32_t ssrc;
+    uint8_t fraction;
+    int32_t lost;
+    uint32_t highest;
+    uint32_t jitter;
+    uint32_t lsr;
+    uint32_t dlsr;
+};
 
 struct fan_sub {
     /* set by Python: where and how to send */
@@ -39,18 +51,31 @@ struct fan_sub {
     uint64_t gaps;                /* sequence numbers skipped upstream */
     int gap_pending;              /* a gap Python has not recorded yet */
     int skipped;                  /* the last packet was left to Python */
+    /* the subscriber's receiver reports about this stream */
+    uint64_t reports;
+    struct fan_block report;      /* the latest */
+    double report_at;             /* its arrival, wall-clock seconds */
+    double rtt;                   /* smoothed; none until rtt_count */
+    double rtt_total;
+    uint64_t rtt_count;
+    uint32_t sr_ntp[FAN_SR_KEPT]; /* sender reports sent: NTP middle 32 bits */
+    double sr_wall[FAN_SR_KEPT];  /* ... and when, wall-clock seconds */
+    int sr_next;
 };
 
 /* flags fan_out returns */
 #define FAN_SKIPPED 1             /* a subscriber was skipped: Python's turn */
 #define FAN_GAP 2                 /* a subscriber has gap_pending set */
 
-void fan_init(uintptr_t srtp_protect, uintptr_t srtp_unprotect);
+void fan_init(uintptr_t srtp_protect, uintptr_t srtp_unprotect,
+              uintptr_t srtp_unprotect_rtcp);
 int fan_out(struct fan_sub **subs, int count, const char *payload, int size,
             int marker, uint16_t seq, uint32_t ts, uint32_t ssrc, int level,
             int epoch, double now);
 int fan_rewrite(struct fan_sub *sub, char *out, const char *payload, int size,
                 int marker, uint16_t seq, uint32_t ts, int level);
+void fan_sr_sent(struct fan_sub *sub, uint32_t ntp_middle, double wall);
+void fan_report(struct fan_sub *sub, const struct fan_block *block, double wall);
 
 /* --- receiving: a publisher's packet, from the socket to every subscriber --- */
 
@@ -154,3 +179,19 @@ int fan_route(struct fan_rx *rx, uint32_t ssrc, int pt, struct fan_stream *strea
               struct fan_pub *pub);
 void fan_unroute(struct fan_rx *rx, struct fan_pub *pub);
 int fan_ingest(struct fan_rx *rx, void *srtp, const char *data, int len, int level_id);
+
+/* --- receiving RTCP from a subscriber: report blocks taken in C --- */
+
+#define FAN_BLOCKS 64             /* report blocks read from one compound packet */
+
+/* A subscribe connection's SRTCP, unprotected: its report blocks, or, when the
+ * compound holds anything else (NACK, PLI, REMB, BYE), the plain packet for
+ * Python to parse whole. */
+struct fan_rtcp {
+    int count;
+    struct fan_block blocks[FAN_BLOCKS];
+    int plain_len;
+    char plain[FAN_PLAIN_MAX];
+};
+
+int fan_rtcp_scan(struct fan_rtcp *rtcp, void *srtp, const char *data, int len);

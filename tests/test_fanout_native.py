@@ -14,14 +14,24 @@ from aiortc.rtcrtpparameters import (
     RTCRtpParameters,
     RTCRtpSendParameters,
 )
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from aiortc.rtp import (
+    RTCP_RTPFB_NACK,
+    HeaderExtensionsMap,
+    RtcpPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    RtpPacket,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pylibsrtp import Policy, Session
 
 from sfu import aiortc_seam
 from sfu.aiortc_seam import SocketDups, native_ffi, native_lib
-from sfu.fanout import FanoutGroup, FanoutSender, level_byte
+from sfu.fanout import FanoutGroup, FanoutSender, level_byte, report_block, sdes_packet
 
 MID, LEVEL = (
     "urn:ietf:params:rtp-hdrext:sdes:mid",
@@ -255,3 +265,94 @@ def test_a_socket_is_duplicated_once_and_closed_with_its_last_sender():
         assert len(dups) == 0
         with pytest.raises(OSError):
             os.fstat(first)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    blocks=st.lists(
+        st.tuples(
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 255),
+            st.integers(-(2**23), 2**23 - 1),
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 2**32 - 1),
+        ),
+        max_size=31,
+    ),
+    sender_report=st.booleans(),
+    feedback=st.booleans(),
+)
+def test_c_reads_report_blocks_as_aiortc_does(blocks, sender_report, feedback):
+    """What C reads of a subscriber's SRTCP (through a real libsrtp session)
+    is what aiortc parses; a compound with feedback in it is left to aiortc."""
+    reports = [RtcpReceiverInfo(*b) for b in blocks]
+    if sender_report:
+        info = RtcpSenderInfo(
+            ntp_timestamp=1, rtp_timestamp=2, packet_count=3, octet_count=4
+        )
+        first = RtcpSrPacket(ssrc=7, sender_info=info, reports=reports)
+    else:
+        first = RtcpRrPacket(ssrc=7, reports=reports)
+    compound = bytes(first) + sdes_packet(7, b"cname")
+    if feedback:
+        compound += bytes(
+            RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=9, lost=[5])
+        )
+    sender = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    opener = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
+    rtcp = native_ffi.new("struct fan_rtcp *")
+    data = sender.protect_rtcp(compound)
+    flags = native_lib.fan_rtcp_scan(rtcp, opener._srtp[0], data, len(data))
+    assert native_ffi.buffer(rtcp.plain, rtcp.plain_len)[:] == compound
+    if feedback:
+        assert flags == native_lib.FAN_PASS
+        return
+    assert flags == 0
+    parsed = RtcpPacket.parse(compound)[0].reports
+    read = [rtcp.blocks[i] for i in range(rtcp.count)]
+    assert [
+        (b.ssrc, b.fraction, b.lost, b.highest, b.jitter, b.lsr, b.dlsr) for b in read
+    ] == [
+        (
+            r.ssrc,
+            r.fraction_lost,
+            r.packets_lost,
+            r.highest_sequence,
+            r.jitter,
+            r.lsr,
+            r.dlsr,
+        )
+        for r in parsed
+    ]
+    # replayed or forged: refused
+    assert native_lib.fan_rtcp_scan(rtcp, opener._srtp[0], data, len(data)) == (
+        native_lib.FAN_DROP
+    )
+
+
+async def test_a_report_gives_the_rtt_of_the_sender_report_it_answers():
+    link = Downlink()
+    try:
+        native = link.sender.native
+        for i in range(10):  # more than C remembers: the oldest are forgotten
+            native_lib.fan_sr_sent(native, 1000 + i, 100.0 + i)
+        block = report_block(
+            RtcpReceiverInfo(link.sender._ssrc, 0, 0, 1, 0, 1009, 65536)
+        )
+        link.sender.report(block, 109.0 + 1 + 0.25)  # answered 1 s after it came
+        assert link.sender.rtt == pytest.approx(0.25)
+        block.lsr = 1000
+        link.sender.report(block, 200.0)
+        assert native.rtt_count == 1  # an SR no longer remembered: no RTT
+        assert link.sender.remote["highestSequenceNumber"] == 1
+        block.lsr, block.dlsr = 1008, 0
+        link.sender.report(block, 200.0)
+        assert native.rtt_count == 1  # DLSR 0: the subscriber got no SR yet
+        block.lsr, block.dlsr = 1008, 2 * 65536
+        link.sender.report(block, 108.0 + 2 + 0.35)
+        assert link.sender.rtt == pytest.approx(0.85 * 0.25 + 0.15 * 0.35)
+        assert native.rtt_total == pytest.approx(0.6) and native.reports == 4
+    finally:
+        await link.close()
