@@ -6,6 +6,7 @@ import time
 
 from aiortc import RTCPeerConnection
 
+from sfu.aiortc_seam import CONSENT_FRESHNESS, ice_transport_of
 from tests.faults import OutgoingFault
 from tests.media import HEARD, tone_share
 from tests.voice import Ears, settle, tone_participant
@@ -167,3 +168,35 @@ async def test_candidate_flood_is_refused_and_the_call_goes_on(server, clients):
     assert len(a.errors) == 70 - 64
     await ears.hears(a.peer_id, 440, timeout=2)
     await ears.stop()
+
+
+async def test_consent_checks_wait_while_the_peer_talks_and_resume_when_it_is_quiet(
+    server, clients
+):
+    """RFC 7675 consent checks: while the client's media arrives, one every
+    CONSENT_FRESHNESS seconds; once only STUN comes, one per interval, and
+    their answers keep the participant connected."""
+    a = await tone_participant(clients, server, "alice", 440)
+    participant = server.services.sfu.participants[a.peer_id]
+    await settle(lambda: participant.state == "connected")
+    connection = ice_transport_of(participant.publish.pc)._connection
+    checks = []
+    build = connection.build_request
+
+    def counted(pair, nominate):
+        checks.append(time.monotonic())
+        return build(pair, nominate=nominate)
+
+    connection.build_request = counted
+    interval = server.services.sfu.settings.consent_interval
+    assert 5 * interval == CONSENT_FRESHNESS
+    await asyncio.sleep(7 * interval)
+    assert 1 <= len(checks) <= 2  # not one per interval: seven
+    talking = len(checks)
+    # quiet but alive: its RTP and RTCP are lost, it stops checking us, it answers
+    fault = OutgoingFault(a.publish_pc, drop=1.0)
+    ice_transport_of(a.publish_pc)._connection._query_consent_task.cancel()
+    await asyncio.sleep(6 * interval)
+    assert fault.dropped > 100
+    assert len(checks) - talking >= 4
+    assert participant.state == "connected"
