@@ -420,11 +420,17 @@ class ActivityProbe:
     """
 
     def __init__(self) -> None:
-        self.last_rx = time.monotonic()
+        self._last_rx = time.monotonic()
         self.dropped = 0  # datagrams refused because aiortc's queue was full
         #: the SSRCs C takes off this connection's sockets (``fan_ingest``)
         self.rx = native_ffi.new("struct fan_rx *")
+        self._drained_counted = (0, 0)
         self._wrapped: set[int] = set()
+
+    @property
+    def last_rx(self) -> float:
+        """Monotonic seconds when the last datagram arrived (C reads some)."""
+        return max(self._last_rx, self.rx.last_at)
 
     def watch(
         self, pc: RTCPeerConnection, inline: Literal["rtp", "rtcp"] | None = None
@@ -439,6 +445,8 @@ class ActivityProbe:
                     continue
                 self._wrapped.add(id(protocol))
                 protocol.datagram_received = self._receiver(protocol, dtls, inline)
+                if inline == "rtp":
+                    self._read_in_c(protocol, dtls)
 
     def _receiver(
         self, protocol: Any, dtls: RTCDtlsTransport, inline: str | None
@@ -454,7 +462,7 @@ class ActivityProbe:
         )
 
         def received(data: bytes, addr: tuple[Any, ...]) -> None:
-            self.last_rx = time.monotonic()
+            self._last_rx = time.monotonic()
             if (
                 inline is not None
                 and dtls._rx_srtp is not None
@@ -477,6 +485,36 @@ class ActivityProbe:
                 original(data, addr)
 
         return received
+
+    def _read_in_c(self, protocol: Any, dtls: RTCDtlsTransport) -> None:
+        """Take over the socket's reader from asyncio: C reads and forwards all
+        the routed RTP waiting (``fan_drain``), instead of one datagram per
+        event-loop turn through asyncio's reader and ``received``; anything else
+        is still read by asyncio's reader, one datagram at a time."""
+        transport = protocol.transport
+        fd = transport._sock_fd
+        read_one = transport._read_ready
+        ids = _private(dtls._rtp_header_extensions_map, "HeaderExtensionsMap", "ids")
+        rx = self.rx
+        done = native_lib.FAN_EMPTY | native_lib.FAN_PASS
+
+        def ready() -> None:
+            srtp = dtls._rx_srtp
+            if srtp is not None:
+                session, level_id = srtp._srtp[0], ids.audio_level or -1
+                while (
+                    not (flags := native_lib.fan_drain(rx, fd, session, level_id))
+                    & done
+                ):
+                    _left_by_c(dtls, ids, rx, flags)
+                packets, octets = self._drained_counted
+                _count_rx(dtls, rx.drained - packets, rx.drained_bytes - octets)
+                self._drained_counted = (rx.drained, rx.drained_bytes)
+                if flags & native_lib.FAN_EMPTY:
+                    return
+            read_one()
+
+        transport._loop._add_reader(fd, ready)
 
 
 #: an RTP fixed header without CSRCs (RFC 3550 5.1)
@@ -528,39 +566,52 @@ def parse_rtp(data: bytes, ids: Any) -> RtpPacket:
     return packet
 
 
+def _count_rx(dtls: RTCDtlsTransport, packets: int, octets: int) -> None:
+    """What arrived past aiortc's transport, added to its W3C counters."""
+    dtls._RTCDtlsTransport__rx_packets += packets  # type: ignore[attr-defined]
+    dtls._RTCDtlsTransport__rx_bytes += octets  # type: ignore[attr-defined]
+
+
+def _hook_of(dtls: RTCDtlsTransport, packet: RtpPacket) -> ReceiveHook | None:
+    return getattr(dtls._rtp_router.route_rtp(packet), HOOK_ATTRIBUTE, None)
+
+
 def _receive_srtp(dtls: RTCDtlsTransport, ids: Any, data: bytes, rx: Any) -> None:
     """A publisher's RTP: in C if its SSRC is routed there (``fan_ingest``:
     unprotect, parse, statistics, levels, fan-out), else here, which routes
     the SSRC to C for the next packet when its publication allows."""
     session = dtls._rx_srtp._srtp[0]
-    level_id = ids.audio_level or -1
-    flags = native_lib.fan_ingest(rx, session, data, len(data), level_id)
+    flags = native_lib.fan_ingest(rx, session, data, len(data), ids.audio_level or -1)
     if flags & native_lib.FAN_DROP:
         return
-    if flags & native_lib.FAN_PASS:
-        plain = _SCRATCH.unprotect(session, data)
-        if plain is None:
-            return
-    elif not flags:
-        dtls._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
-        dtls._RTCDtlsTransport__rx_bytes += len(data)  # type: ignore[attr-defined]
+    if not flags & native_lib.FAN_PASS:
+        _count_rx(dtls, 1, len(data))
+        if flags:
+            _left_by_c(dtls, ids, rx, flags)
         return
-    else:  # taken in C, with something left for Python (a first packet, a resync)
-        plain = native_ffi.buffer(rx.plain, rx.plain_len)[:]
+    plain = _SCRATCH.unprotect(session, data)
+    if plain is None:
+        return
     try:
         packet = parse_rtp(plain, ids)
     except ValueError:
         return
-    dtls._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
-    dtls._RTCDtlsTransport__rx_bytes += len(data)  # type: ignore[attr-defined]
-    receiver = dtls._rtp_router.route_rtp(packet)
-    hook = getattr(receiver, HOOK_ATTRIBUTE, None)
-    if hook is None:
-        return
-    if flags & native_lib.FAN_PASS:
+    _count_rx(dtls, 1, len(data))
+    hook = _hook_of(dtls, packet)
+    if hook is not None:
         hook.handle(packet)
         hook.route(rx, packet)
-    elif hook.publication is not None:
+
+
+def _left_by_c(dtls: RTCDtlsTransport, ids: Any, rx: Any, flags: int) -> None:
+    """A packet C forwarded with work left for Python (a first packet, a
+    subscriber to start or resync, a gap): its publication's to finish."""
+    try:
+        packet = parse_rtp(native_ffi.buffer(rx.plain, rx.plain_len)[:], ids)
+    except ValueError:
+        return
+    hook = _hook_of(dtls, packet)
+    if hook is not None and hook.publication is not None:
         hook.publication.after_native(flags, packet)
 
 

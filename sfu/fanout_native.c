@@ -2,6 +2,7 @@
 
 #define _POSIX_C_SOURCE 200809L  /* clock_gettime under -std=c11 */
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -280,17 +281,24 @@ static uint32_t be32(const uint8_t *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-int fan_ingest(struct fan_rx *rx, void *srtp, const char *data, int len, int level_id) {
-    const uint8_t *in = (const uint8_t *)data;
-    if (len < 12 || len > FAN_PLAIN_MAX)
-        return FAN_PASS;
+/* The route C takes this datagram by (routed RTP, not RTCP), or NULL. */
+static struct fan_route *route_of(struct fan_rx *rx, const uint8_t *in, int len) {
+    if (len < 12 || len > FAN_PLAIN_MAX || in[0] < 128 || in[0] > 191
+        || (in[1] >= 192 && in[1] <= 223))
+        return NULL;
     uint32_t ssrc = be32(in + 8);
     int pt = in[1] & 0x7F;
-    struct fan_route *route = NULL;
-    for (int i = 0; i < rx->count; i++)
-        if (rx->routes[i].ssrc == ssrc && rx->routes[i].pt == pt)
-            route = &rx->routes[i];
-    if (!route || route->pub->python)
+    for (int i = 0; i < rx->count; i++) {
+        struct fan_route *route = &rx->routes[i];
+        if (route->ssrc == ssrc && route->pt == pt)
+            return route->pub->python ? NULL : route;
+    }
+    return NULL;
+}
+
+int fan_ingest(struct fan_rx *rx, void *srtp, const char *data, int len, int level_id) {
+    struct fan_route *route = route_of(rx, (const uint8_t *)data, len);
+    if (!route)
         return FAN_PASS;
     uint8_t *p = (uint8_t *)rx->plain;
     int size = len;
@@ -329,7 +337,33 @@ int fan_ingest(struct fan_rx *rx, void *srtp, const char *data, int len, int lev
     if (stop == pos)
         return 0;  /* padding only: no media */
     return fan_publish(route->pub, (const char *)p + pos, stop - pos, p[1] >> 7, seq, ts,
-                       ssrc, level);
+                       be32(p + 8), level);
+}
+
+/* Read and forward the routed RTP waiting on ``fd``, until the socket is
+ * empty (FAN_EMPTY), the next datagram is something else (FAN_PASS, left
+ * unread for Python's reader: STUN, DTLS, RTCP, an SSRC not routed) or a
+ * packet leaves work to Python (its flags, and it in ``plain``). */
+int fan_drain(struct fan_rx *rx, int fd, void *srtp, int level_id) {
+    for (;;) {
+        uint8_t head[12];
+        ssize_t n = recv(fd, head, sizeof head, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC);
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? FAN_EMPTY : FAN_PASS;
+        if (n > FAN_PLAIN_MAX || !route_of(rx, head, n < 12 ? (int)n : 12))
+            return FAN_PASS;
+        n = recv(fd, rx->raw, FAN_PLAIN_MAX, MSG_DONTWAIT);
+        if (n < 0)
+            return FAN_PASS;  /* asyncio's reader reports the error */
+        rx->last_at = clock_seconds(CLOCK_MONOTONIC);
+        int flags = fan_ingest(rx, srtp, rx->raw, (int)n, level_id);
+        if (flags & FAN_DROP)
+            continue;
+        rx->drained++;  /* for the transport's counters: what was accepted */
+        rx->drained_bytes += n;
+        if (flags)
+            return flags;
+    }
 }
 
 /* --- receiver reports ------------------------------------------------------------ */

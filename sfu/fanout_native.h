@@ -155,10 +155,14 @@ struct fan_route {
  * last packet it unprotected is left for Python's slow path. */
 struct fan_rx {
     uint64_t taken;               /* packets C unprotected and parsed */
+    uint64_t drained;             /* datagrams fan_drain read, and their bytes */
+    uint64_t drained_bytes;
+    double last_at;               /* monotonic seconds of the last of them */
     int count;
     struct fan_route routes[FAN_ROUTES];
     int plain_len;
     char plain[FAN_PLAIN_MAX];
+    char raw[FAN_PLAIN_MAX];      /* what fan_drain reads into */
 };
 
 /* more flags fan_publish and fan_ingest return */
@@ -166,6 +170,7 @@ struct fan_rx {
 #define FAN_MUTED 8               /* counted, not forwarded */
 #define FAN_PASS 16               /* not taken: Python's path, nothing consumed */
 #define FAN_DROP 32               /* refused (SRTP, malformed): nothing to do */
+#define FAN_EMPTY 64              /* fan_drain: the socket has nothing more */
 
 struct fan_pub *fan_pub_new(void);
 void fan_pub_free(struct fan_pub *pub);
@@ -179,6 +184,7 @@ int fan_route(struct fan_rx *rx, uint32_t ssrc, int pt, struct fan_stream *strea
               struct fan_pub *pub);
 void fan_unroute(struct fan_rx *rx, struct fan_pub *pub);
 int fan_ingest(struct fan_rx *rx, void *srtp, const char *data, int len, int level_id);
+int fan_drain(struct fan_rx *rx, int fd, void *srtp, int level_id);
 
 /* --- receiving RTCP from a subscriber: report blocks taken in C --- */
 
