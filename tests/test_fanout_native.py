@@ -356,3 +356,45 @@ async def test_a_report_gives_the_rtt_of_the_sender_report_it_answers():
         assert native.rtt_total == pytest.approx(0.6) and native.reports == 4
     finally:
         await link.close()
+
+
+def test_c_reads_routed_rtp_off_the_socket_and_leaves_the_rest():
+    """fan_drain reads what is routed to C and stops, unread, at anything else
+    (STUN here), a stream Python must see (``python``), or work for Python."""
+    pub, rx = new_pub(), native_ffi.new("struct fan_rx *")
+    stream = native_ffi.new("struct fan_stream *", {"clockrate": 48000})
+    assert native_lib.fan_route(rx, 0x1234, 111, stream, pub) == 0
+    protect = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND)).protect
+    opener = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
+
+    def rtp(seq, ssrc=0x1234):
+        return protect(
+            RtpPacket(111, 0, seq, seq * 960, ssrc, b"opus%d" % seq).serialize()
+        )
+
+    stun = bytes.fromhex("000100002112a442") + bytes(12)
+    udp = (socket.AF_INET, socket.SOCK_DGRAM)
+    with socket.socket(*udp) as ours, socket.socket(*udp) as theirs:
+        ours.bind(("127.0.0.1", 0))
+        ours.setblocking(False)
+        theirs.connect(ours.getsockname())
+        unrouted, forged = rtp(4, ssrc=99), bytearray(rtp(5))
+        forged[-1] ^= 1  # its authentication tag
+        for datagram in (rtp(1), rtp(2), stun, rtp(3), forged, unrouted):
+            theirs.send(datagram)
+
+        def drain():
+            return native_lib.fan_drain(rx, ours.fileno(), opener._srtp[0], -1)
+
+        assert drain() == native_lib.FAN_FIRST  # the publication's first packet
+        assert drain() == native_lib.FAN_PASS  # STUN next: left unread
+        assert ours.recv(2048) == stun
+        # 3 is read, a forged one read and dropped, then an SSRC not routed
+        assert drain() == native_lib.FAN_PASS
+        assert ours.recv(2048) == unrouted
+        assert drain() == native_lib.FAN_EMPTY
+        pub.python = 1  # a tap: every packet through Python
+        theirs.send(later := rtp(6))
+        assert drain() == native_lib.FAN_PASS and ours.recv(2048) == later
+    assert (rx.drained, pub.packets, stream.packets_received) == (3, 3, 3)
+    assert rx.last_at > 0
