@@ -5,8 +5,9 @@ import asyncio
 import itertools
 import time
 
+import pylibsrtp
 import pytest
-from aiortc.rtp import RtcpSrPacket
+from aiortc.rtp import RtcpSrPacket, RtpPacket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -171,6 +172,29 @@ def _downlink(server, listener, publisher, source):
         and s.publication.peer_id == publisher.peer_id
         and s.publication.source == source
     )
+
+
+async def test_each_sender_protects_with_its_own_session_keyed_as_aiortcs(
+    server, clients
+):
+    """The C fan-out protects with a session per sender (libsrtp then finds
+    the stream at once): it is keyed as aiortc's sending session, and only it
+    protects that SSRC's RTP."""
+    log = RtpLog()
+    listener = raw_listener(clients, server, "listener", log)
+    await listener.join("room")
+    alice = await tone_participant(clients, server, "alice", 440)
+    await settle(lambda: len(log.packets.get((alice.peer_id, "microphone"), [])) > 5)
+    hook = _downlink(server, listener, alice, "microphone").hook
+    dtls, own = hook._own
+    assert hook._target.srtp == aiortc_seam.native_ffi.cast(
+        "void *", aiortc_seam._address(own._srtp[0])
+    )
+    packet = RtpPacket(111, 0, 1, 960, 0x5EED, b"opus").serialize()
+    theirs = aiortc_seam.own_session(dtls, 0x5EED)
+    assert theirs.protect(packet) == dtls._tx_srtp.protect(packet)
+    with pytest.raises(pylibsrtp.Error):  # its SSRC alone
+        theirs.protect(RtpPacket(111, 0, 1, 960, 0x5EEE, b"opus").serialize())
 
 
 async def test_receiver_reports_give_rtt_and_sender_reports_are_right(server, clients):
