@@ -113,10 +113,20 @@ def report_block(report: RtcpReceiverInfo) -> Any:
     return native_ffi.new("struct fan_block *", (*fields, *rest))
 
 
-def level_byte(packet: RtpPacket) -> int:
-    """The RFC 6464 level byte of ``packet`` as received (V bit and -dBov), or -1."""
+def packet_args(packet: RtpPacket) -> tuple[bytes, int, int, int, int, int, int]:
+    """``packet`` as the C functions take it: payload, its size, marker,
+    sequence number, timestamp, SSRC and the RFC 6464 level byte (V bit and
+    -dBov) or -1."""
     level = packet.extensions.audio_level
-    return -1 if level is None else (level[0] << 7) | level[1]
+    return (
+        packet.payload,
+        len(packet.payload),
+        packet.marker,
+        packet.sequence_number,
+        packet.timestamp,
+        packet.ssrc,
+        -1 if level is None else (level[0] << 7) | level[1],
+    )
 
 
 class FanoutGroup:
@@ -284,19 +294,9 @@ class FanoutSender(Downlink):
             self._resync(packet)
         native.active = 1
         pub = self.publication
-        flags = native_lib.fan_out(
-            native_ffi.new("struct fan_sub *[]", [native]),
-            1,
-            packet.payload,
-            len(packet.payload),
-            packet.marker,
-            packet.sequence_number,
-            packet.timestamp,
-            packet.ssrc,
-            level_byte(packet),
-            pub.epoch,
-            pub.last_packet_at,
-        )
+        one = native_ffi.new("struct fan_sub *[]", [native])
+        args = packet_args(packet)
+        flags = native_lib.fan_out(one, 1, *args, pub.epoch, pub.last_packet_at)
         if flags & native_lib.FAN_GAP:
             self.record_gap()
 

@@ -22,7 +22,7 @@ from .aiortc_seam import ReceiveHook, native_ffi, native_lib
 from .audio_level import AudioLevelMeter
 from .downlink import Downlink
 from .events import KeyframeRequested
-from .fanout import FanoutGroup, FanoutSender, level_byte
+from .fanout import FanoutGroup, FanoutSender, packet_args
 from .refs import owner
 from .trackpath import Relay
 
@@ -122,16 +122,7 @@ class Publication:
         """A received packet that Python handled (C takes the rest: see
         ``ReceiveHook.route``): counted, metered and fanned out in C all the
         same, then given to the track path's writers and the taps."""
-        flags = native_lib.fan_publish(
-            self.native,
-            packet.payload,
-            len(packet.payload),
-            packet.marker,
-            packet.sequence_number,
-            packet.timestamp,
-            packet.ssrc,
-            level_byte(packet),
-        )
+        flags = native_lib.fan_publish(self.native, *packet_args(packet))
         self.after_native(flags, packet)
         if flags & native_lib.FAN_MUTED:
             return

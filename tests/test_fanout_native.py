@@ -31,27 +31,13 @@ from pylibsrtp import Policy, Session
 
 from sfu import aiortc_seam
 from sfu.aiortc_seam import SocketDups, native_ffi, native_lib
-from sfu.fanout import FanoutGroup, FanoutSender, level_byte, report_block, sdes_packet
+from sfu.fanout import FanoutGroup, FanoutSender, packet_args, report_block, sdes_packet
 
 MID, LEVEL = (
     "urn:ietf:params:rtp-hdrext:sdes:mid",
     ("urn:ietf:params:rtp-hdrext:ssrc-audio-level"),
 )
 KEY = bytes(range(30))
-
-
-def args(packet):
-    """``packet`` as the C functions take it (payload to level byte)."""
-    payload = packet.payload
-    return (
-        payload,
-        len(payload),
-        packet.marker,
-        packet.sequence_number,
-        packet.timestamp,
-        packet.ssrc,
-        level_byte(packet),
-    )
 
 
 def new_pub():
@@ -62,7 +48,7 @@ def new_pub():
 def publish(group, pub, packet):
     """What a received packet does: counted and fanned out in C, then what C
     left to Python."""
-    flags = native_lib.fan_publish(pub, *args(packet))
+    flags = native_lib.fan_publish(pub, *packet_args(packet))
     group.finish(flags, packet)
     return flags
 
@@ -109,7 +95,7 @@ class Downlink:
         native.seq_off, native.ts_off = seq_off, ts_off
 
     def send(self, packet, epoch=0):
-        return native_lib.fan_out(self.targets, 1, *args(packet), epoch, 1.0)
+        return native_lib.fan_out(self.targets, 1, *packet_args(packet), epoch, 1.0)
 
     def received_plain(self):
         try:
@@ -152,7 +138,7 @@ async def test_what_c_sends_opens_and_parses_to_the_rewrite(
         pub = new_pub()
         group = FanoutGroup(pub)
         group.add(link.sender)
-        assert native_lib.fan_publish(pub, *args(packet)) == native_lib.FAN_FIRST
+        assert native_lib.fan_publish(pub, *packet_args(packet)) == native_lib.FAN_FIRST
         plain = link.received_plain()
         # a retransmission is rewritten from the history, byte for byte
         link.sender._anchor = seq
@@ -243,7 +229,10 @@ async def test_nack_resends_what_went_out_and_nothing_from_before_a_resync():
         # is kept (received late, never sent), and still not what p102 was
         sender.native.active = 0
         late = RtpPacket(96, 0, 107, 107 * 960, 0x1234, b"p107")
-        assert native_lib.fan_publish(native_pub, *args(late)) == native_lib.FAN_SKIPPED
+        assert (
+            native_lib.fan_publish(native_pub, *packet_args(late))
+            == native_lib.FAN_SKIPPED
+        )
         sender.native.active = 1
         assert link.received() is None
         sender._retransmit(lost)
