@@ -515,7 +515,7 @@ class ActivityProbe:
                     return
             read_one()
 
-        transport._loop._add_reader(fd, ready)
+        transport._add_reader(fd, ready)  # not on a closing transport
 
 
 #: an RTP fixed header without CSRCs (RFC 3550 5.1)
