@@ -18,7 +18,8 @@ class MediaSettings:
     media_silence: float = 4.0
     #: seconds a peer connection may stay connecting before it counts failed
     connect_timeout: float = 20.0
-    #: seconds between ICE consent checks (RFC 7675); a dead peer fails after 6 misses
+    #: seconds between ICE consent checks (RFC 7675) of a quiet peer (one whose
+    #: packets show it alive is checked every 5 s); a dead peer fails after 6 misses
     consent_interval: float = 1.0
     #: least seconds between two keyframe requests sent to one publisher
     keyframe_interval: float = 1.0
