@@ -415,9 +415,11 @@ class ActivityProbe:
     instead of through aiortc's queue, task hop and per-packet datetime
     arithmetic: ``"rtp"`` on a publish connection (unprotect, parse, route to
     the receiver's ``ReceiveHook`` and forward, all in the datagram callback;
-    once a publication's SSRC is known, all of that in one C call, ``rx``),
-    ``"rtcp"`` on a fast-path subscribe connection (unprotect, parse, hand to
-    the sender it is about). Everything else takes aiortc's path.
+    once a publication's SSRC is routed to C, ``rx``, C reads it off the socket
+    too, with no Python per packet), ``"rtcp"`` on a fast-path subscribe
+    connection (unprotect and read the report blocks in C, hand them or the
+    parsed feedback to the sender it is about). Everything else takes aiortc's
+    path.
     """
 
     def __init__(self) -> None:

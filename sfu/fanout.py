@@ -5,11 +5,13 @@ publication's ``FanoutGroup`` holds its senders. For every packet, one call into
 C (``fanout_native.c``) rewrites the header for each subscriber in sync (SSRC,
 sequence number and timestamp offsets, payload type, header extensions as the
 subscriber negotiated them), SRTP-protects it and writes it to the ICE socket:
-no queue, task, track, frame or Python object per subscriber. Python takes what
-is rare: a stream's start or restart, a viewer waiting for a keyframe, gaps. It
-also does what aiortc's sender did: sender reports, NACK retransmission (RTX when
-negotiated) from the publication's history, RTT and loss from the subscriber's
-receiver reports, and W3C getStats counters.
+no queue, task, track, frame or Python object per subscriber. (For audio the
+same C call also took the packet off the publisher's socket: see
+``ActivityProbe`` in ``aiortc_seam``.) Python takes what is rare: a stream's
+start or restart, a viewer waiting for a keyframe, gaps. It also does what
+aiortc's sender did: sender reports, NACK retransmission (RTX when negotiated)
+from the publication's history in C, RTT and loss from the subscriber's receiver
+reports (read and kept in C), and W3C getStats counters.
 """
 
 from __future__ import annotations
