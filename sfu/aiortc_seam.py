@@ -369,17 +369,15 @@ class SrtpScratch:
             return None
         return self.view[: self.length[0]]
 
-    def unprotect(
-        self, session: Any, data: bytes, unprotect: Any = None
-    ) -> bytes | None:
+    def unprotect(self, session: Any, data: bytes) -> bytes | None:
         """``data`` authenticated and decrypted, or None (too long, replayed,
-        forged); ``unprotect`` is libsrtp's function for SRTCP, else SRTP."""
+        forged)."""
         size = len(data)
         if size > len(self.buffer):
             return None
         self.buffer[0:size] = data
         self.length[0] = size
-        if (unprotect or _srtp_unprotect)(session, self.cdata, self.length):
+        if _srtp_unprotect(session, self.cdata, self.length):
             return None
         return self.buffer[0 : self.length[0]]
 
@@ -387,7 +385,6 @@ class SrtpScratch:
 _srtp_protect = pylibsrtp._binding.lib.srtp_protect
 _srtp_protect_rtcp = pylibsrtp._binding.lib.srtp_protect_rtcp
 _srtp_unprotect = pylibsrtp._binding.lib.srtp_unprotect
-_srtp_unprotect_rtcp = pylibsrtp._binding.lib.srtp_unprotect_rtcp
 _ffi = pylibsrtp._binding.ffi
 _SCRATCH = SrtpScratch()
 
@@ -647,8 +644,7 @@ def _receive_srtcp(dtls: RTCDtlsTransport, data: bytes) -> None:
             report = getattr(senders.get(block.ssrc), "report", None)
             if report is not None:
                 report(block, wall)
-    dtls._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
-    dtls._RTCDtlsTransport__rx_bytes += len(data)  # type: ignore[attr-defined]
+    _count_rx(dtls, 1, len(data))
     for packet in packets:
         for recipient in dtls._rtp_router.route_rtcp(packet):
             handle = getattr(recipient, "handle_rtcp", None)

@@ -2,9 +2,9 @@
 
 No decoding: the publisher's encoder already measured each packet's level (in
 -dBov, 0 = loudest, 127 = silence) and put it in the RTP header; C sums it per
-packet as it forwards. One meter per
-microphone publication feeds active-speaker detection (every tick) and keeps a
-per-second history for the diagnosis report.
+packet as it forwards. One meter per microphone publication feeds
+active-speaker detection (every tick) and keeps a per-second history for the
+diagnosis report.
 """
 
 from __future__ import annotations

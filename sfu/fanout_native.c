@@ -296,10 +296,9 @@ static struct fan_route *route_of(struct fan_rx *rx, const uint8_t *in, int len)
     return NULL;
 }
 
-int fan_ingest(struct fan_rx *rx, void *srtp, const char *data, int len, int level_id) {
-    struct fan_route *route = route_of(rx, (const uint8_t *)data, len);
-    if (!route)
-        return FAN_PASS;
+/* A datagram of ``route``'s SSRC: unprotected, parsed, counted and forwarded. */
+static int ingest(struct fan_rx *rx, struct fan_route *route, void *srtp, const char *data,
+                  int len, int level_id) {
     uint8_t *p = (uint8_t *)rx->plain;
     int size = len;
     memcpy(p, data, len);
@@ -330,7 +329,6 @@ int fan_ingest(struct fan_rx *rx, void *srtp, const char *data, int len, int lev
         stop -= padding;
     }
     rx->plain_len = size;
-    rx->taken++;
     uint16_t seq = (uint16_t)(p[2] << 8 | p[3]);
     uint32_t ts = be32(p + 4);
     fan_stream_add(route->stream, seq, ts);
@@ -338,6 +336,11 @@ int fan_ingest(struct fan_rx *rx, void *srtp, const char *data, int len, int lev
         return 0;  /* padding only: no media */
     return fan_publish(route->pub, (const char *)p + pos, stop - pos, p[1] >> 7, seq, ts,
                        be32(p + 8), level);
+}
+
+int fan_ingest(struct fan_rx *rx, void *srtp, const char *data, int len, int level_id) {
+    struct fan_route *route = route_of(rx, (const uint8_t *)data, len);
+    return route ? ingest(rx, route, srtp, data, len, level_id) : FAN_PASS;
 }
 
 /* Read and forward the routed RTP waiting on ``fd``, until the socket is
@@ -350,13 +353,16 @@ int fan_drain(struct fan_rx *rx, int fd, void *srtp, int level_id) {
         ssize_t n = recv(fd, head, sizeof head, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC);
         if (n < 0)
             return errno == EAGAIN || errno == EWOULDBLOCK ? FAN_EMPTY : FAN_PASS;
-        if (n > FAN_PLAIN_MAX || !route_of(rx, head, n < 12 ? (int)n : 12))
+        struct fan_route *route =
+            n > FAN_PLAIN_MAX ? NULL : route_of(rx, head, n < 12 ? (int)n : 12);
+        if (!route)
             return FAN_PASS;
         n = recv(fd, rx->raw, FAN_PLAIN_MAX, MSG_DONTWAIT);
         if (n < 0)
             return FAN_PASS;  /* asyncio's reader reports the error */
         rx->last_at = clock_seconds(CLOCK_MONOTONIC);
-        int flags = fan_ingest(rx, srtp, rx->raw, (int)n, level_id);
+        /* the datagram peeked at: its route holds */
+        int flags = ingest(rx, route, srtp, rx->raw, (int)n, level_id);
         if (flags & FAN_DROP)
             continue;
         rx->drained++;  /* for the transport's counters: what was accepted */

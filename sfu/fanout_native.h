@@ -154,7 +154,6 @@ struct fan_route {
 /* A publish connection's SSRCs that C takes off the socket, and where the
  * last packet it unprotected is left for Python's slow path. */
 struct fan_rx {
-    uint64_t taken;               /* packets C unprotected and parsed */
     uint64_t drained;             /* datagrams fan_drain read, and their bytes */
     uint64_t drained_bytes;
     double last_at;               /* monotonic seconds of the last of them */
