@@ -9,9 +9,11 @@ no queue, task, track, frame or Python object per subscriber. (For audio the
 same C call also took the packet off the publisher's socket: see
 ``ActivityProbe`` in ``aiortc_seam``.) Python takes what is rare: a stream's
 start or restart, a viewer waiting for a keyframe, gaps. It also does what
-aiortc's sender did: sender reports, NACK retransmission (RTX when negotiated)
-from the publication's history in C, RTT and loss from the subscriber's receiver
-reports (read and kept in C), and W3C getStats counters.
+aiortc's sender did: sender reports, RTT and loss from the subscriber's receiver
+reports, and W3C getStats counters. NACKs are answered in C (``fan_nack``):
+each packet at most once per RTT, from the publication's history, within a
+byte budget the stream itself earns; C also keeps each subscriber's SRTP
+indexes unique (see ``struct fan_sub``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
-from .aiortc_seam import RTP_HEADER, SendHook, native_ffi, native_lib
+from .aiortc_seam import SendHook, native_ffi, native_lib
 from .downlink import Downlink
 from .keyframes import is_keyframe
 from .sdp_check import codec_key
@@ -104,10 +106,6 @@ def one_byte_extensions(elements: list[tuple[int, bytes]]) -> bytes:
     return struct.pack("!HH", 0xBEDE, len(body) // 4) + body if body else b""
 
 
-#: where a retransmission is rewritten (the event loop runs one at a time)
-_REWRITE = native_ffi.new("char[]", 1500)
-
-
 def report_block(report: RtcpReceiverInfo) -> Any:
     """An RTCP report block aiortc parsed, as C keeps it (``struct fan_block``)."""
     fields = (report.ssrc, report.fraction_lost, report.packets_lost)
@@ -136,7 +134,8 @@ class FanoutGroup:
     fan_pub``): C sends each packet to every subscriber in sync with the
     stream; Python takes the rest (a first packet, a resync, a viewer waiting
     for a keyframe) and records gaps. The NACK history is kept in C once for
-    all subscribers, as received: a retransmission is rewritten when asked."""
+    all subscribers, as received: a retransmission is rewritten when asked
+    (``fan_nack``)."""
 
     def __init__(self, pub: Any) -> None:
         self.senders: list[FanoutSender] = []
@@ -168,14 +167,6 @@ class FanoutGroup:
                 if sender.native.gap_pending:
                     sender.record_gap()
 
-    def recall(self, sender: FanoutSender, seq: int) -> bytes | None:
-        """What went out to ``sender`` as ``seq`` (unprotected), rewritten again
-        from the history; None if no longer kept or received before the
-        sender's current offsets (``anchor``)."""
-        native = sender.native
-        size = native_lib.fan_recall(self._pub, native, seq, sender._anchor, _REWRITE)
-        return None if size < 0 else native_ffi.buffer(_REWRITE, size)[:]
-
 
 class FanoutSender(Downlink):
     """One subscriber m-line on the fast path (see module docstring). Its
@@ -186,6 +177,7 @@ class FanoutSender(Downlink):
         super().__init__(kind, viewer)
         self.native = native_ffi.new("struct fan_sub *")
         self.native.epoch = -1
+        self.native.rtx_seq = random.randint(0, 0x7FFF)
         self.hook = SendHook(
             transceiver.sender, self, self._configure, self.stats, self.native
         )
@@ -194,23 +186,17 @@ class FanoutSender(Downlink):
         self.sdes = b""
         self._codecs: list[RTCRtpCodecParameters] = []
         self._pt: int | None = None
-        self._rtx_pt: int | None = None
         self._clock = 48000 if kind == "audio" else 90000
         #: video starts at a keyframe: delta frames before it cannot be decoded
         self._awaiting_keyframe = False
         self._awaiting_since = 0.0
-        self._rtx_seq = random.randint(0, 0x7FFF)
-        self._anchor = 0  # the received sequence number the offsets start at
         # counters (W3C names in stats()); the per-packet ones are in ``native``
         self._wire_packets_counted = 0
         self._wire_bytes_counted = 0
-        self.retransmitted_packets = 0
-        self.retransmitted_bytes = 0
         #: (extended sequence number after a gap, gaps up to it): what a
         #: receiver report that reached a sequence number counts of upstream loss
         self._gap_marks: deque[tuple[int, int]] = deque(maxlen=GAP_MARKS)
         self._gaps_before_marks = 0
-        self.nack_count = 0
         self.pli_count = 0
         self.fir_count = 0
         self.remb_bitrate: int | None = None
@@ -269,18 +255,19 @@ class FanoutSender(Downlink):
         self.native.active = 0
 
     def _select_payload_types(self) -> None:
-        self._pt = self._rtx_pt = None
-        self.native.active = 0  # until write() sees a payload type again
+        self._pt = None
+        native = self.native
+        native.active = native.rtx_pt = 0  # until write() sees a payload type again
         if self.publication is None:
             return
         wanted = codec_key(self.publication.codec)
         for codec in self._codecs:
             if not is_rtx(codec) and codec_key(codec) == wanted:
-                self._pt = self.native.pt = codec.payloadType
+                self._pt = native.pt = codec.payloadType
                 break
         for codec in self._codecs:
             if is_rtx(codec) and codec.parameters.get("apt") == self._pt:
-                self._rtx_pt = codec.payloadType
+                native.rtx_pt = codec.payloadType
 
     # --- the packets the C loop skipped ------------------------------------------
 
@@ -297,8 +284,20 @@ class FanoutSender(Downlink):
         native.active = 1
         pub = self.publication
         one = native_ffi.new("struct fan_sub *[]", [native])
-        args = packet_args(packet)
-        flags = native_lib.fan_out(one, 1, *args, pub.epoch, pub.last_packet_at)
+        payload, size, marker, _, ts, ssrc, level = packet_args(packet)
+        flags = native_lib.fan_out(
+            one,
+            1,
+            payload,
+            size,
+            marker,
+            pub.index,
+            ts,
+            ssrc,
+            level,
+            pub.epoch,
+            pub.last_packet_at,
+        )
         if flags & native_lib.FAN_GAP:
             self.record_gap()
 
@@ -308,7 +307,7 @@ class FanoutSender(Downlink):
         marks = self._gap_marks
         if len(marks) == marks.maxlen:
             self._gaps_before_marks = marks[0][1]
-        marks.append((native.ext_seq, native.gaps))
+        marks.append((native.top, native.gaps))
 
     def _gaps_up_to(self, ext_seq: int) -> int:
         """Upstream gaps among the sequence numbers up to ``ext_seq``."""
@@ -336,20 +335,19 @@ class FanoutSender(Downlink):
         return False
 
     def _resync(self, packet: RtpPacket) -> None:
-        """Choose offsets so the outgoing stream continues where it left off."""
+        """Choose offsets so the outgoing stream continues where it left off:
+        C numbers it on from the highest index sent (``fan_anchor``), and
+        nothing this m-line sent before can be sent again under new offsets."""
         native = self.native
-        if not native.has_last:
-            out_seq = random.randint(0, 0x7FFF)
-            out_ts = random.getrandbits(32)
-        else:
-            out_seq = (native.last_seq + 1) & 0xFFFF
+        if native.packets_sent:
             elapsed = int((time.monotonic() - native.last_at) * self._clock)
             out_ts = native.last_ts + max(elapsed, FRAME_TICKS[self.kind])
-        native.seq_off = (out_seq - packet.sequence_number) & 0xFFFF
+        else:
+            out_ts = random.getrandbits(32)
         native.ts_off = (out_ts - packet.timestamp) & 0xFFFFFFFF
         native.in_ssrc = packet.ssrc
         native.epoch = self.publication.epoch
-        self._anchor = packet.sequence_number
+        native_lib.fan_anchor(native, self.publication.index, random.randint(0, 0x7FFF))
 
     # --- RTCP -------------------------------------------------------------------------
 
@@ -374,9 +372,10 @@ class FanoutSender(Downlink):
                         time.time(),
                     )
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
-            self.nack_count += 1
-            for seq in packet.lost:
-                self._retransmit(seq)
+            # a NACK C did not read (aiortc's routing): aiortc's expansion of
+            # its items may run past 16 bits (a PID near 0xFFFF)
+            for n, seq in enumerate(packet.lost):
+                self.nack(seq & 0xFFFF, 0, first=n == 0)
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (
             RTCP_PSFB_PLI,
             RTCP_PSFB_FIR,
@@ -394,6 +393,16 @@ class FanoutSender(Downlink):
                 return
             if self._ssrc in ssrcs:
                 self.remb_bitrate = bitrate
+
+    def nack(self, pid: int, blp: int, first: bool = False) -> None:
+        """A generic NACK item (RFC 4585 6.2.1) about this m-line (``first``
+        of its NACK packet): C resends what this binding sent and may resend
+        (``fan_nack``)."""
+        if first:
+            self.native.nack_count += 1
+        pub = self.publication
+        if pub is not None:
+            native_lib.fan_nack(pub.native, self.native, pid, blp, time.monotonic())
 
     def report(self, block: Any, wall: float) -> None:
         """A receiver report block about this m-line (a ``struct fan_block *``)
@@ -413,7 +422,7 @@ class FanoutSender(Downlink):
             return None
         report = native.report
         # the report counts from the first sequence number it saw, ours
-        expected = ((report.highest - native.first_seq) & 0xFFFFFFFF) + 1
+        expected = ((report.highest - native.first) & 0xFFFFFFFF) + 1
         return {
             "timestamp": native.report_at,
             "packetsLost": report.lost,
@@ -424,38 +433,6 @@ class FanoutSender(Downlink):
             "fractionLost": report.fraction / 256,
             "jitter": report.jitter / self._clock,
         }
-
-    def _retransmit(self, seq: int) -> None:
-        """Send again what went out as ``seq``, rewritten from the received
-        packet, as RTX when negotiated; nothing if it is no longer known (or
-        was received before the current offsets)."""
-        native, pub = self.native, self.publication
-        if pub is None or not native.active or native.epoch != pub.epoch:
-            return
-        data = pub.fanout.recall(self, seq)
-        if data is None:
-            return
-        if self._rtx_pt is not None:
-            header_len = 12
-            if data[0] & 0x10:
-                header_len += 4 + 4 * struct.unpack_from("!H", data, 14)[0]
-            _, m_pt, _, ts, _ = RTP_HEADER.unpack_from(data)
-            data = (
-                RTP_HEADER.pack(
-                    data[0],
-                    (m_pt & 0x80) | self._rtx_pt,
-                    self._rtx_seq,
-                    ts,
-                    self.hook.rtx_ssrc,
-                )
-                + data[12:header_len]
-                + struct.pack("!H", seq)
-                + data[header_len:]
-            )
-            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-        if self.hook.socket is not None:
-            self.retransmitted_bytes += self.hook.send(data)
-            self.retransmitted_packets += 1
 
     def sender_report(self, ntp: int, now: float, wall: float) -> bytes | None:
         """An SR for the subscriber at NTP time ``ntp`` (monotonic ``now``,
@@ -479,8 +456,9 @@ class FanoutSender(Downlink):
 
     def flush_transport_counters(self) -> None:
         """Add what bypassed aiortc's transport to its W3C counters."""
-        packets = self.packets_sent + self.retransmitted_packets
-        wire_bytes = self.native.wire_bytes + self.retransmitted_bytes
+        native = self.native
+        packets = native.packets_sent + native.retransmitted_packets
+        wire_bytes = native.wire_bytes + native.retransmitted_wire
         delta_p = packets - self._wire_packets_counted
         delta_b = wire_bytes - self._wire_bytes_counted
         if delta_p or delta_b:
@@ -491,6 +469,7 @@ class FanoutSender(Downlink):
 
     def stats(self) -> list[dict[str, Any]]:
         """outbound-rtp (and remote-inbound-rtp once the subscriber reported)."""
+        native = self.native
         items: list[dict[str, Any]] = [
             {
                 "type": "outbound-rtp",
@@ -500,11 +479,19 @@ class FanoutSender(Downlink):
                 "mid": self.mid,
                 "packetsSent": self.packets_sent,
                 "bytesSent": self.bytes_sent,
-                "retransmittedPacketsSent": self.retransmitted_packets,
-                "packetsMissingUpstream": self.gaps_forwarded,
-                "nackCount": self.nack_count,
+                "retransmittedPacketsSent": native.retransmitted_packets,
+                "retransmittedBytesSent": native.retransmitted_bytes,
+                "nackCount": native.nack_count,
                 "pliCount": self.pli_count,
                 "firCount": self.fir_count,
+                # not W3C: what the fast path refused, and why
+                "packetsMissingUpstream": self.gaps_forwarded,
+                "nackRefused": {
+                    "unknown": native.nack_unknown,
+                    "repeated": native.nack_repeated,
+                    "overBudget": native.nack_over_budget,
+                },
+                "indexRefused": native.refused_index,
             }
         ]
         if self.remote is not None:

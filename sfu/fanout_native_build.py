@@ -15,5 +15,5 @@ ffibuilder.set_source(
     '#include "fanout_native.h"',
     sources=[str(HERE / "fanout_native.c")],
     include_dirs=[str(HERE)],
-    extra_compile_args=["-O2", "-std=c11"],
+    extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror"],
 )

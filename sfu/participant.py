@@ -31,6 +31,7 @@ from .events import (
 from .publication import Publication
 from .publisher import PublishSession
 from .refs import owner
+from .sdp_check import MAX_CANDIDATES
 from .subscriber import SubscribeSession
 from .tasks import TaskGroup
 
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("miscord.voice")
 screen_log = logging.getLogger("miscord.screen")
-
-MAX_CANDIDATES = 64  # trickled per connection; each one costs ICE checks
 
 
 class Participant:
@@ -97,7 +96,8 @@ class Participant:
             session.candidates += 1
             if session.candidates > MAX_CANDIDATES:
                 raise BadRequest(
-                    f"more than {MAX_CANDIDATES} candidates on the {pc_name} connection"
+                    f"more than {MAX_CANDIDATES} candidates on the {pc_name} "
+                    "connection (in its SDP and trickled)"
                 )
         parsed = None
         if candidate is not None:
@@ -275,6 +275,9 @@ class Participant:
                             "lastPacketReceivedAgo": round(
                                 time.monotonic() - probe.last_rx, 3
                             ),
+                            # not W3C: what the connection's gate dropped
+                            "ssrcsRefusedPackets": probe.rx.refused_ssrc,
+                            "packetsOverBudget": probe.rx.py_dropped,
                         }
                     )
             pair = selected_pair(pc)

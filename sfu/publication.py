@@ -84,6 +84,11 @@ class Publication:
         return self.native.epoch
 
     @property
+    def index(self) -> int:
+        """The extended sequence number of the packet being handled (C's)."""
+        return self.native.index
+
+    @property
     def packets(self) -> int:
         return self.native.packets
 
@@ -123,6 +128,8 @@ class Publication:
         ``ReceiveHook.route``): counted, metered and fanned out in C all the
         same, then given to the track path's writers and the taps."""
         flags = native_lib.fan_publish(self.native, *packet_args(packet))
+        if flags & native_lib.FAN_DROP:
+            return  # another SSRC while this one is live
         self.after_native(flags, packet)
         if flags & native_lib.FAN_MUTED:
             return
@@ -253,6 +260,8 @@ class Publication:
             "bytesReceived": self.bytes,
             "packetsForwarded": self.forwarded,
             "packetsDroppedMuted": self.dropped_muted,
+            # not W3C: another SSRC's, while this one was live
+            "packetsDroppedSsrc": self.native.dropped_ssrc,
             "keyframeRequests": self.keyframe_requests,
             "pliCount": self.keyframes_sent,
             "muted": self.muted,

@@ -37,7 +37,7 @@ class PublishSession:
     def __init__(self, participant: Participant) -> None:
         self.participant = owner(participant)  # the owner; no cycle
         self.pc: RTCPeerConnection | None = None
-        self.probe = ActivityProbe()
+        self.probe = ActivityProbe(participant.peer_id)
         self.candidates = 0  # trickled remote candidates accepted
         self.publications: dict[str, Publication] = {}  # by source
         self._hooks: dict[str, ReceiveHook] = {}  # by mid, one per receiver
@@ -72,6 +72,8 @@ class PublishSession:
                 await self.reset()
             self._negotiated(started, False, str(exc))
             raise BadSdp(f"offer refused: {type(exc).__name__}: {exc}") from None
+        self.candidates = max(self.candidates, sdp_check.candidates(text))
+        self.probe.admit(ssrc for media in offered for ssrc in media.ssrcs)
         relay = self.participant.settings.forwarding == "relay"
         self.probe.watch(pc, None if relay else "rtp")
         self.participant.watch_dtls("publish", pc)

@@ -22,6 +22,11 @@ _HEX_PAIRS = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})*$")
 SENDING = ("sendonly", "sendrecv")
 SOURCE_KIND = {"microphone": "audio", "screen": "video"}
 MAX_MEDIA = 8  # m-lines in a publish offer
+#: ICE candidates of one connection, in its SDP and trickled together: each
+#: one costs connectivity checks (a 3,000-candidate SDP stalled the loop 1.3 s)
+MAX_CANDIDATES = 64
+#: SSRCs one publish offer may declare (a=ssrc): each is admitted in C
+MAX_SSRCS = 8
 #: video codecs a screen may use, most preferred first
 VIDEO_PREFERENCE = ("video/vp8", "video/h264")
 
@@ -32,6 +37,8 @@ class OfferedMedia:
     kind: str
     sending: bool
     codec: RTCRtpCodecParameters | None
+    #: the SSRCs it declares (a=ssrc), RTX included
+    ssrcs: tuple[int, ...] = ()
 
 
 def codec_key(codec: RTCRtpCodecParameters | RTCRtpCodecCapability) -> tuple[str, str]:
@@ -40,7 +47,22 @@ def codec_key(codec: RTCRtpCodecParameters | RTCRtpCodecCapability) -> tuple[str
     return codec.mimeType.lower(), profile
 
 
+def candidates(text: str) -> int:
+    """The distinct ICE candidates an SDP carries (a bundled description may
+    repeat them in every m-line)."""
+    return len(
+        {line.strip() for line in text.split("\n") if line.startswith("a=candidate:")}
+    )
+
+
 def parse(text: str) -> sdp.SessionDescription:
+    """Parse a client's SDP (``BadSdp`` if it is not one, or carries more
+    candidates than a connection may have)."""
+    found = candidates(text)
+    if found > MAX_CANDIDATES:
+        raise BadSdp(
+            f"{found} ICE candidates; a connection may have at most {MAX_CANDIDATES}"
+        )
     try:
         description = sdp.SessionDescription.parse(text)
     except Exception as exc:  # the parser raises anything on garbage
@@ -111,6 +133,9 @@ def check_publish_offer(
     unknown = set(sources) - set(mids)
     if unknown:
         raise BadRequest(f"'sources' names mids not in the SDP: {sorted(unknown)}")
+    declared = {s.ssrc for m in description.media for s in m.ssrc}
+    if len(declared) > MAX_SSRCS:
+        raise BadSdp(f"{len(declared)} SSRCs declared; at most {MAX_SSRCS}")
     offered: list[OfferedMedia] = []
     seen_sources: set[str] = set()
     for index, media in enumerate(description.media):
@@ -136,7 +161,8 @@ def check_publish_offer(
                 raise BadSdp(f"m-line {index} ({media.kind}) offers no {wanted}")
         elif media.port != 0 and codec is None and media.kind == "audio":
             raise BadSdp(f"m-line {index} (audio) offers no Opus")
-        offered.append(OfferedMedia(media.rtp.muxId, media.kind, sending, codec))
+        ssrcs = tuple(s.ssrc for s in media.ssrc)
+        offered.append(OfferedMedia(media.rtp.muxId, media.kind, sending, codec, ssrcs))
     return offered
 
 

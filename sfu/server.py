@@ -98,10 +98,10 @@ class SfuServer:
         channel_id = participant.channel_id
         channel = self.channels[channel_id]
         channel.participants.pop(participant.peer_id, None)
-        await participant.close(reason)
-        # another leave may have emptied and removed it, or a join replaced it
-        if not channel.participants and self.channels.get(channel_id) is channel:
+        # out of every registry before anything that may wait: its seat is free
+        if not channel.participants:
             del self.channels[channel_id]
+        await participant.close(reason)
         log.info("%s left %s (%s)", participant.peer_id, channel_id, reason)
         self.events.emit(
             ParticipantLeft(

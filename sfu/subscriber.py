@@ -84,7 +84,7 @@ class SubscribeSession:
     def __init__(self, participant: Participant) -> None:
         self.participant = owner(participant)  # the owner; no cycle
         self.pc: RTCPeerConnection | None = None
-        self.probe = ActivityProbe()
+        self.probe = ActivityProbe(participant.peer_id)
         self.candidates = 0  # trickled remote candidates accepted
         self.slots: list[Slot] = []
         self.wanted: list[Publication] = []
@@ -221,6 +221,7 @@ class SubscribeSession:
         try:
             sdp_check.check_subscribe_answer(text, offer.mids)
             await self.pc.setRemoteDescription(RTCSessionDescription(text, "answer"))
+            self.candidates = max(self.candidates, sdp_check.candidates(text))
         except Exception as exc:
             self._negotiated(offer, False, str(exc))
             # aiortc has no rollback: offer again (a new offer is allowed here)

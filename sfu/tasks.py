@@ -41,11 +41,16 @@ class TaskGroup:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 5.0) -> None:
+        """Cancel every task and wait for them, at most ``timeout`` seconds: a
+        task that ignores its cancellation is logged and left, never waited
+        for forever."""
         self.closed = True
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            _, stuck = await asyncio.wait(tasks, timeout=timeout)
+            for task in stuck:
+                log.error("task %s ignored its cancellation", task.get_name())

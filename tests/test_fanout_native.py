@@ -15,9 +15,11 @@ from aiortc.rtcrtpparameters import (
     RTCRtpSendParameters,
 )
 from aiortc.rtp import (
+    RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     HeaderExtensionsMap,
     RtcpPacket,
+    RtcpPsfbPacket,
     RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpRtpfbPacket,
@@ -89,19 +91,32 @@ class Downlink:
         self.map = HeaderExtensionsMap()
         self.map.configure(RTCRtpParameters(headerExtensions=extensions_map(True)))
 
-    def start(self, packet, seq_off, ts_off, epoch=0):
+    def start(self, packet, start, ts_off, epoch=0, index=None):
+        """In sync with ``packet``'s stream (``index`` is the publication's
+        for it, by default its sequence number), numbered on from ``start``
+        (or from the top, once started)."""
         native = self.sender.native
         native.active, native.epoch, native.in_ssrc = 1, epoch, packet.ssrc
-        native.seq_off, native.ts_off = seq_off, ts_off
+        native.ts_off = ts_off
+        index = packet.sequence_number if index is None else index
+        native_lib.fan_anchor(native, index, start)
 
-    def send(self, packet, epoch=0):
-        return native_lib.fan_out(self.targets, 1, *packet_args(packet), epoch, 1.0)
+    def send(self, packet, epoch=0, index=None):
+        payload, size, marker, seq, ts, ssrc, level = packet_args(packet)
+        index = seq if index is None else index
+        return native_lib.fan_out(
+            self.targets, 1, payload, size, marker, index, ts, ssrc, level, epoch, 1.0
+        )
 
-    def received_plain(self):
+    def datagram(self):
         try:
-            return self.opener.unprotect(self.theirs.recv(4096))
+            return self.theirs.recv(4096)
         except BlockingIOError:
             return None
+
+    def received_plain(self):
+        data = self.datagram()
+        return None if data is None else self.opener.unprotect(data)
 
     def received(self):
         plain = self.received_plain()
@@ -118,7 +133,7 @@ class Downlink:
 @given(
     seq=st.integers(0, 0xFFFF),
     ts=st.integers(0, 2**32 - 1),
-    seq_off=st.integers(0, 0xFFFF),
+    start=st.integers(0, 0x7FFF),
     ts_off=st.integers(0, 2**32 - 1),
     marker=st.integers(0, 1),
     level=st.none() | st.tuples(st.booleans(), st.integers(0, 127)),
@@ -127,25 +142,25 @@ class Downlink:
     size=st.integers(0, 1460),
 )
 async def test_what_c_sends_opens_and_parses_to_the_rewrite(
-    seq, ts, seq_off, ts_off, marker, level, with_level, payload, size
+    seq, ts, start, ts_off, marker, level, with_level, payload, size
 ):
     payload = (payload * (size // len(payload) + 1))[: max(size, 1)]
     link = Downlink(with_level)
     try:
         packet = RtpPacket(96, marker, seq, ts, 0xABCDEF01, payload)
         packet.extensions.audio_level = level
-        link.start(packet, seq_off, ts_off)
+        link.start(packet, start, ts_off)
         pub = new_pub()
         group = FanoutGroup(pub)
         group.add(link.sender)
         assert native_lib.fan_publish(pub, *packet_args(packet)) == native_lib.FAN_FIRST
-        plain = link.received_plain()
-        # a retransmission is rewritten from the history, byte for byte
-        link.sender._anchor = seq
-        assert group.recall(link.sender, (seq + seq_off) & 0xFFFF) == plain
+        sent = link.datagram()
+        # a retransmission is the same datagram again, byte for byte
+        assert native_lib.fan_nack(pub, link.sender.native, start, 0, 1.0) == 1
+        assert link.datagram() == sent
         group.remove(link.sender)
-        got = RtpPacket.parse(plain, link.map)
-        assert got.sequence_number == (seq + seq_off) & 0xFFFF
+        got = RtpPacket.parse(link.opener.unprotect(sent), link.map)
+        assert got.sequence_number == start
         assert got.timestamp == (ts + ts_off) & 0xFFFFFFFF
         assert got.ssrc == link.sender._ssrc
         assert (got.payload_type, got.marker) == (111, marker)
@@ -156,6 +171,7 @@ async def test_what_c_sends_opens_and_parses_to_the_rewrite(
         native = link.sender.native
         assert (native.packets_sent, native.bytes_sent) == (1, len(payload))
         assert native.dropped == 0 and native.wire_bytes > len(payload)
+        assert native.retransmitted_packets == 1
     finally:
         await link.close()
 
@@ -164,7 +180,7 @@ async def test_out_of_sync_subscribers_are_left_to_python_and_gaps_flagged():
     link = Downlink()
     try:
         packet = RtpPacket(96, 0, 100, 48000, 0x1234, b"opus")
-        link.start(packet, 5, 7, epoch=3)
+        link.start(packet, 105, 7, epoch=3)
         native = link.sender.native
         # another epoch (a mute), another SSRC, no socket, not yet started
         assert link.send(packet, epoch=4) == native_lib.FAN_SKIPPED
@@ -179,12 +195,16 @@ async def test_out_of_sync_subscribers_are_left_to_python_and_gaps_flagged():
         # three packets lost upstream: one gap mark of three
         later = RtpPacket(96, 0, 104, 48000 + 4 * 960, 0x1234, b"opus")
         assert link.send(later, epoch=3) == native_lib.FAN_GAP
-        assert (native.gaps, native.gap_pending, native.ext_seq) == (3, 1, 109)
+        assert (native.gaps, native.gap_pending, native.top) == (3, 1, 109)
         assert link.received().sequence_number == 109
         # a late packet is sent but does not move the reference back
         late = RtpPacket(96, 0, 102, 48000 + 2 * 960, 0x1234, b"opus")
         assert link.send(late, epoch=3) == 0
-        assert link.received().sequence_number == 107 and native.last_seq == 109
+        assert link.received().sequence_number == 107 and native.top == 109
+        # the same index again with other bytes: never sent
+        forged = RtpPacket(96, 0, 102, 48000 + 2 * 960, 0x1234, b"other")
+        assert link.send(forged, epoch=3) == 0
+        assert link.received() is None and native.refused_index == 1
         # longer than an MTU once rewritten: dropped and counted, never sent
         big = RtpPacket(96, 0, 105, 0, 0x1234, b"x" * (1500 - 12 - 8 + 1))
         assert link.send(big, epoch=3) == 0
@@ -197,49 +217,137 @@ async def test_out_of_sync_subscribers_are_left_to_python_and_gaps_flagged():
         await link.close()
 
 
-async def test_nack_resends_what_went_out_and_nothing_from_before_a_resync():
-    """A retransmission is the packet as it went out (rewritten again from the
-    publication's history); a NACK for a sequence number sent before the offsets
-    changed gets nothing, even when a received packet maps to it now."""
+async def test_new_offsets_never_reach_back_and_jumps_are_clamped():
+    """After a re-anchor (a rebind, a mute) the numbering goes on above
+    everything sent: a packet that maps below it is refused, however it was
+    numbered. A jump forward is clamped so libsrtp's rollover counter and the
+    subscriber's agree."""
     link = Downlink()
-    native_pub = new_pub()
-    sender, group = link.sender, FanoutGroup(native_pub)
-    # what the hook's _on_send sets once the subscriber's transport is up
-    sender.hook.socket, sender.hook._srtp_t = link.ours, link.session._srtp[0]
-    pub = SimpleNamespace(fanout=group, epoch=0, last_packet_at=1.0)
-    sender.publication, sender._pt = pub, 111
+    try:
+        native = link.sender.native
+        first = RtpPacket(96, 0, 1000, 0, 0x1234, b"a")
+        link.start(first, 200, 0)
+        for seq in range(1000, 1010):
+            link.send(RtpPacket(96, 0, seq, 0, 0x1234, b"a%d" % seq))
+        assert [link.received().sequence_number for _ in range(10)] == list(
+            range(200, 210)
+        )
+        assert native.top == 209
+        # another publisher's stream on this m-line: numbered on from 210
+        link.start(RtpPacket(96, 0, 5, 0, 0x5678, b"b"), 0, 0)
+        assert link.send(RtpPacket(96, 0, 5, 0, 0x5678, b"b5")) == 0
+        assert link.received_plain() is not None and native.top == 210
+        # its packets from before: they would map onto 200-209, already used
+        for seq in (4, 1, 0):
+            link.send(RtpPacket(96, 0, seq, 0, 0x5678, b"b%d" % seq))
+        assert native.refused_index == 3 and link.received() is None
+        # a jump of 40,000: clamped to FAN_MAX_JUMP, counted as a restart
+        link.send(RtpPacket(96, 0, 40005, 0, 0x5678, b"far"))
+        got = link.received()
+        assert got.sequence_number == 210 + native_lib.FAN_MAX_JUMP
+        assert native.restarts == 1 and native.top == 210 + native_lib.FAN_MAX_JUMP
+        # and what followed the jump's first packet continues from it
+        link.send(RtpPacket(96, 0, 40006, 0, 0x5678, b"next"))
+        assert link.received().sequence_number == 211 + native_lib.FAN_MAX_JUMP
+    finally:
+        await link.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.one_of(
+            # in order, repeated, a little late, very late, jumping
+            st.tuples(st.just("packet"), st.sampled_from([-1, 0, 1, 1, 2]), st.just(0)),
+            st.tuples(st.just("packet"), st.integers(-40, 40), st.just(0)),
+            st.tuples(st.just("packet"), st.integers(-70000, 70000), st.just(0)),
+            st.tuples(st.just("anchor"), st.integers(0, 3), st.just(0)),
+            st.tuples(st.just("nack"), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)),
+        ),
+        max_size=120,
+    )
+)
+async def test_no_srtp_index_carries_two_different_packets(steps):
+    """Whatever a publisher sends (reordered, repeated, jumping) and however
+    often the m-line is re-anchored and NACKed, every SRTP index a subscriber
+    receives carries one ciphertext: never two different packets under one
+    keystream. The observer extends sequence numbers as libsrtp does."""
+    link = Downlink()
+    pub = new_pub()
+    group = FanoutGroup(pub)
+    sender = link.sender
+    sender.publication = SimpleNamespace(native=pub)
     group.add(sender)
+    native = sender.native
+    seen: dict[int, bytes] = {}
+    top = None
+    seq, ssrc, epoch = 0, 0x1234, 0
+    try:
+        for n, (kind, value, extra) in enumerate(steps):
+            if kind == "nack":
+                native_lib.fan_nack(pub, native, value, extra, n * 0.05)
+            elif kind == "anchor":  # a mute, or another SSRC after a silence
+                if value:
+                    ssrc, pub.in_last_at = 0x1234 + value, 0.0
+                pub.epoch = epoch = epoch + 1
+            else:
+                seq = (seq + value) & 0xFFFF
+                packet = RtpPacket(96, 0, seq, seq * 960, ssrc, b"%d" % n)
+                flags = native_lib.fan_publish(pub, *packet_args(packet))
+                if flags & native_lib.FAN_SKIPPED:
+                    link.start(packet, 100, 0, epoch, index=pub.index)
+                    link.send(packet, epoch, index=pub.index)
+            while (data := link.datagram()) is not None:
+                out = int.from_bytes(data[2:4], "big")
+                index = (
+                    out
+                    if top is None
+                    else top + ((out - top + 0x8000) & 0xFFFF) - 0x8000
+                )
+                top = index if top is None else max(top, index)
+                assert seen.setdefault(index, data) == data, f"index {index} reused"
+    finally:
+        group.remove(sender)
+        await link.close()
+
+
+async def test_nack_resends_within_the_rtt_once_and_within_the_budget():
+    """A retransmission is the packet as it went out; the same NACK again
+    within the RTT gets nothing, nor a NACK for what this binding never sent
+    (or a number past the history), and resends stop at the byte budget the
+    stream itself earned."""
+    link = Downlink()
+    pub = new_pub()
+    sender, group = link.sender, FanoutGroup(pub)
+    sender.publication = SimpleNamespace(native=pub)
+    group.add(sender)
+    native = sender.native
     try:
         for seq in range(100, 105):
             packet = RtpPacket(96, 0, seq, seq * 960, 0x1234, b"p%d" % seq)
-            publish(group, native_pub, packet)
-        datagrams = [link.theirs.recv(4096) for _ in range(5)]
-        del datagrams[2]  # lost on the way: the subscriber NACKs it
-        sent = [RtpPacket.parse(link.opener.unprotect(d)) for d in datagrams]
-        assert [p.payload for p in sent] == [b"p100", b"p101", b"p103", b"p104"]
-        lost = sent[1].sequence_number + 1
-        sender._retransmit(lost)
-        again = link.received()
-        assert (again.sequence_number, again.payload) == (lost, b"p102")
-        # a mute: 105-109 never reach the fan-out, then the stream resyncs
-        pub.epoch = native_pub.epoch = 1
-        publish(group, native_pub, RtpPacket(96, 0, 110, 110 * 960, 0x1234, b"p110"))
-        assert link.received().sequence_number == sent[-1].sequence_number + 1
-        # under the new offsets, what went out as p102's number maps to 107: it
-        # is kept (received late, never sent), and still not what p102 was
-        sender.native.active = 0
-        late = RtpPacket(96, 0, 107, 107 * 960, 0x1234, b"p107")
-        assert (
-            native_lib.fan_publish(native_pub, *packet_args(late))
-            == native_lib.FAN_SKIPPED
-        )
-        sender.native.active = 1
-        assert link.received() is None
-        sender._retransmit(lost)
-        assert link.received() is None
+            if native_lib.fan_publish(pub, *packet_args(packet)):
+                link.start(packet, 500, 0, index=pub.index)
+                link.send(packet, index=pub.index)
+        datagrams = [link.datagram() for _ in range(5)]
+        assert native.top == 504
+        # one item for 502, its bitmask for 503 and 505 (never sent)
+        assert native_lib.fan_nack(pub, native, 502, 0b101, 10.0) == 2
+        assert [link.datagram() for _ in range(2)] == datagrams[2:4]
+        assert link.datagram() is None and native.nack_unknown == 1
+        # again within the RTT (none measured yet: 100 ms): nothing
+        assert native_lib.fan_nack(pub, native, 502, 0, 10.05) == 0
+        assert native.nack_repeated == 1
+        assert native_lib.fan_nack(pub, native, 502, 0, 10.2) == 1
+        assert link.datagram() == datagrams[2]
+        # a PID near the end of the sequence space is numbers, not an error
+        assert native_lib.fan_nack(pub, native, 0xFFFF, 0xFFFF, 10.3) == 0
+        # the budget: what was sent earned as many bytes as resends may use
+        native.rtx_tokens = 2
+        assert native_lib.fan_nack(pub, native, 500, 0, 20.0) == 0
+        assert native.nack_over_budget == 1
+        assert native.retransmitted_packets == 3
     finally:
         group.remove(sender)
-        sender.hook.socket = None  # never acquired through SocketDups
         await link.close()
 
 
@@ -275,7 +383,7 @@ def test_a_socket_is_duplicated_once_and_closed_with_its_last_sender():
 )
 def test_c_reads_report_blocks_as_aiortc_does(blocks, sender_report, feedback):
     """What C reads of a subscriber's SRTCP (through a real libsrtp session)
-    is what aiortc parses; a compound with feedback in it is left to aiortc."""
+    is what aiortc parses; feedback other than NACKs is left to aiortc."""
     reports = [RtcpReceiverInfo(*b) for b in blocks]
     if sender_report:
         info = RtcpSenderInfo(
@@ -284,21 +392,25 @@ def test_c_reads_report_blocks_as_aiortc_does(blocks, sender_report, feedback):
         first = RtcpSrPacket(ssrc=7, sender_info=info, reports=reports)
     else:
         first = RtcpRrPacket(ssrc=7, reports=reports)
-    compound = bytes(first) + sdes_packet(7, b"cname")
+    nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=9, lost=[5, 7])
+    pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=7, media_ssrc=9)
+    compound = bytes(first) + sdes_packet(7, b"cname") + bytes(nack)
     if feedback:
-        compound += bytes(
-            RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=9, lost=[5])
-        )
+        compound += bytes(pli)
     sender = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
     opener = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
     rtcp = native_ffi.new("struct fan_rtcp *")
     data = sender.protect_rtcp(compound)
     flags = native_lib.fan_rtcp_scan(rtcp, opener._srtp[0], data, len(data))
-    assert native_ffi.buffer(rtcp.plain, rtcp.plain_len)[:] == compound
-    if feedback:
+    # the NACK is read in C, as one item (PID 5, bit 1 for 7)
+    assert rtcp.nacks == 1
+    item = rtcp.nack[0]
+    assert (item.media_ssrc, item.pid, item.blp, item.first) == (9, 5, 0b10, 1)
+    if feedback:  # other feedback is left to aiortc, as a compound of its own
         assert flags == native_lib.FAN_PASS
-        return
-    assert flags == 0
+        assert native_ffi.buffer(rtcp.plain, rtcp.plain_len)[:] == bytes(pli)
+    else:
+        assert flags == 0 and rtcp.plain_len == 0
     parsed = RtcpPacket.parse(compound)[0].reports
     read = [rtcp.blocks[i] for i in range(rtcp.count)]
     assert [
@@ -352,6 +464,9 @@ def test_c_reads_routed_rtp_off_the_socket_and_leaves_the_rest():
     (STUN here), a stream Python must see (``python``), or work for Python."""
     pub, rx = new_pub(), native_ffi.new("struct fan_rx *")
     stream = native_ffi.new("struct fan_stream *", {"clockrate": 48000})
+    for ssrc in (0x1234, 99):  # negotiated; 77 is not, and no margin is left
+        assert native_lib.fan_admit(rx, ssrc, 1) == 0
+    assert native_lib.fan_admit(rx, 77, 0) == -1
     assert native_lib.fan_route(rx, 0x1234, 111, stream, pub) == 0
     protect = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND)).protect
     opener = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
@@ -369,7 +484,8 @@ def test_c_reads_routed_rtp_off_the_socket_and_leaves_the_rest():
         theirs.connect(ours.getsockname())
         unrouted, forged = rtp(4, ssrc=99), bytearray(rtp(5))
         forged[-1] ^= 1  # its authentication tag
-        for datagram in (rtp(1), rtp(2), stun, rtp(3), forged, unrouted):
+        stranger = rtp(9, ssrc=77)
+        for datagram in (rtp(1), rtp(2), stun, rtp(3), forged, stranger, unrouted):
             theirs.send(datagram)
 
         def drain():
@@ -378,9 +494,11 @@ def test_c_reads_routed_rtp_off_the_socket_and_leaves_the_rest():
         assert drain() == native_lib.FAN_FIRST  # the publication's first packet
         assert drain() == native_lib.FAN_PASS  # STUN next: left unread
         assert ours.recv(2048) == stun
-        # 3 is read, a forged one read and dropped, then an SSRC not routed
+        # 3 is read, a forged one and a stranger read and dropped, then an
+        # SSRC not routed
         assert drain() == native_lib.FAN_PASS
         assert ours.recv(2048) == unrouted
+        assert (rx.refused_ssrc, rx.refused_last) == (1, 77)
         assert drain() == native_lib.FAN_EMPTY
         pub.python = 1  # a tap: every packet through Python
         theirs.send(later := rtp(6))
