@@ -55,6 +55,8 @@ def issue(
 
 
 def verify(secret: str, token: str) -> Claims:
+    if not token:
+        raise AuthError("missing token")
     try:
         data = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}

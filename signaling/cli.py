@@ -24,7 +24,11 @@ def _raise_open_files_limit() -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = config.from_sources(args)
+    try:
+        settings = config.from_sources(args)
+    except ValueError as exc:
+        print(f"miscord-sfu serve: {exc}", file=sys.stderr)
+        return 2
     _raise_open_files_limit()
     logs.configure(settings.log_level, settings.log_format, secrets=[settings.secret])
     from .app import create_app
@@ -53,14 +57,27 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get(config.env_name("secret"))
+    if args.secret_file and not secret:
+        with open(args.secret_file, encoding="utf-8") as f:
+            secret = f.read().removesuffix("\n")
     if not secret:
-        print("miscord-sfu token: give --secret or set SFU_SECRET", file=sys.stderr)
+        print(
+            "miscord-sfu token: give --secret-file, --secret or set SFU_SECRET",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.channel:
+        print(
+            "miscord-sfu token: give --channel C (repeat), or --channel '*' for "
+            "every channel",
+            file=sys.stderr,
+        )
         return 2
     print(
         auth.issue(
             secret,
             args.user,
-            args.channel or ["*"],
+            args.channel,
             role=args.role,
             ttl=args.ttl,
             name=args.name,
@@ -78,12 +95,15 @@ def parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="print an access token")
     token.add_argument("--user", required=True)
     token.add_argument(
-        "--channel", action="append", help="a channel it may join (repeat; default *)"
+        "--channel",
+        action="append",
+        help="a channel it may join (repeat; '*' for every channel); required",
     )
     token.add_argument("--role", choices=auth.ROLES, default="member")
     token.add_argument("--ttl", type=float, default=24 * 3600, help="seconds valid")
     token.add_argument("--name", help="display name (default: the user id)")
     token.add_argument("--secret", help="server secret [SFU_SECRET]")
+    token.add_argument("--secret-file", help="a file holding the server secret")
     token.set_defaults(run=_token)
     load = sub.add_parser(
         "loadtest", help="synthetic participants against a running server"

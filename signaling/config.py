@@ -18,6 +18,8 @@ from typing import Any
 from sfu.settings import MediaSettings
 
 ENV_PREFIX = "SFU_"
+#: the shortest secret accepted: HS256 keys shorter than the hash are guessable
+MIN_SECRET_BYTES = 32
 
 
 def _help(text: str) -> dict[str, str]:
@@ -30,7 +32,14 @@ class Settings:
     port: int = field(default=8080, metadata=_help("HTTP port"))
     secret: str = field(
         default="",
-        metadata=_help("HS256 secret for access tokens (random per start if empty)"),
+        metadata=_help(
+            "HS256 secret for access tokens, at least 32 bytes (random per start "
+            "if empty); prefer --secret-file or the environment: flags show in ps"
+        ),
+    )
+    secret_file: str = field(
+        default="",
+        metadata=_help("a file whose content (less a final newline) is the secret"),
     )
     ice_hosts: list[str] = field(
         default_factory=list,
@@ -71,6 +80,30 @@ class Settings:
     rate_strikes: int = field(
         default=20,
         metadata=_help("rate-limited messages within 10 s before closing with 4429"),
+    )
+    max_sockets_per_address: int = field(
+        default=64,
+        metadata=_help("WebSockets one client address may hold (HTTP 429 beyond)"),
+    )
+    max_unjoined_sockets: int = field(
+        default=256,
+        metadata=_help("WebSockets not yet joined, server-wide (HTTP 429 beyond)"),
+    )
+    trusted_proxies: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "a reverse proxy whose X-Forwarded-For names the client "
+            "(repeat); others' headers are ignored",
+            "flag": "--trusted-proxy",
+        },
+    )
+    metrics_token: str = field(
+        default="",
+        metadata=_help("a bearer token /metrics requires (empty: open)"),
+    )
+    dev_support: bool = field(
+        default=False,
+        metadata=_help("let the development login issue support tokens too"),
     )
     outbox_limit: int = field(
         default=512,
@@ -120,9 +153,20 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if self.secret_file and not self.secret:
+            try:
+                with open(self.secret_file, encoding="utf-8") as f:
+                    self.secret = f.read().removesuffix("\n")
+            except OSError as exc:
+                raise ValueError(f"secret_file: cannot read it: {exc}") from None
         self.secret_generated = not self.secret
         if not self.secret:
             self.secret = secrets.token_urlsafe(32)
+        elif len(self.secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"secret: {len(self.secret.encode())} bytes; at least "
+                f"{MIN_SECRET_BYTES} are needed (e.g. openssl rand -base64 32)"
+            )
         if not self.ice_hosts:
             self.ice_hosts = ["127.0.0.1"] if self.loopback else []
         if self.forwarding not in ("fast", "track", "relay"):
@@ -168,9 +212,23 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
+BOOLEANS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "0": False,
+    "false": False,
+    "no": False,
+}
+
+
 def _convert(kind: Any, raw: str, name: str) -> Any:
     if kind is list or str(kind).startswith("list"):
         return [item.strip() for item in raw.split(",") if item.strip()]
+    if str(kind) == "bool":
+        if raw.strip().lower() not in BOOLEANS:
+            raise SystemExit(f"{env_name(name)}: {raw!r} is not true or false")
+        return BOOLEANS[raw.strip().lower()]
     caster = {"int": int, "float": float}.get(str(kind), str)
     try:
         return caster(raw)
@@ -186,6 +244,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if kind.startswith("list"):
             parser.add_argument(
                 _flag(f.name), action="append", dest=f.name, help=help_text
+            )
+        elif kind == "bool":
+            parser.add_argument(
+                _flag(f.name),
+                action="store_const",
+                const=True,
+                dest=f.name,
+                help=help_text,
             )
         else:
             caster = {"int": int, "float": float}.get(kind, str)

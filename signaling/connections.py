@@ -103,6 +103,11 @@ class ConnectionManager:
         self.by_peer: dict[str, Connection] = {}
         self.counters: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
+        #: live sockets per client address, and those not yet joined
+        self.by_address: collections.Counter[str] = collections.Counter()
+        self.unjoined: set[str] = set()
+        #: live sockets by kind ("unjoined" until they join), kept as they change
+        self.kinds: collections.Counter[str] = collections.Counter()
         self.tasks = TaskGroup("connections")
         self._user_locks: dict[tuple[str, str], asyncio.Lock] = {}
         #: tears a connection's session down (leaves the SFU); set by the app
@@ -112,16 +117,30 @@ class ConnectionManager:
 
     # --- lifecycle of one connection -----------------------------------------------
 
-    def open(self, ws: web.WebSocketResponse, request: web.Request) -> Connection:
+    def admit(self, remote: str) -> str | None:
+        """Why a new socket from ``remote`` is refused (None: it is not)."""
+        settings = self.settings
+        if self.by_address[remote] >= settings.max_sockets_per_address:
+            return f"{remote} holds {settings.max_sockets_per_address} sockets"
+        if len(self.unjoined) >= settings.max_unjoined_sockets:
+            return f"{settings.max_unjoined_sockets} sockets have not joined yet"
+        return None
+
+    def open(
+        self, ws: web.WebSocketResponse, request: web.Request, remote: str
+    ) -> Connection:
         conn = Connection(
             id=secrets.token_hex(6),
             ws=ws,
             request=request,
-            remote=request.remote or "",
+            remote=remote,
             user_agent=request.headers.get("User-Agent", "")[:256],
         )
         conn.writer = self.tasks.spawn(self._write(conn), f"writer:{conn.id}")
         self.live[conn.id] = conn
+        self.by_address[remote] += 1
+        self.unjoined.add(conn.id)
+        self.kinds["unjoined"] += 1
         self.counters["opened"] += 1
         log.debug("socket %s opened from %s", conn.id, conn.remote)
         return conn
@@ -140,6 +159,9 @@ class ConnectionManager:
         key = (conn.user_id, conn.kind)
         assert key not in self.by_user, "replace the old connection first"
         self.by_user[key] = conn
+        self.unjoined.discard(conn.id)
+        self.kinds["unjoined"] -= 1
+        self.kinds[conn.kind] += 1
         self.by_channel.setdefault(conn.channel, set()).add(conn)
         if conn.peer_id is not None:
             self.by_peer[conn.peer_id] = conn
@@ -154,7 +176,13 @@ class ConnectionManager:
         )
 
     def _unregister(self, conn: Connection) -> None:
-        self.live.pop(conn.id, None)
+        if self.live.pop(conn.id, None) is not None:
+            self.by_address[conn.remote] -= 1
+            if not self.by_address[conn.remote]:
+                del self.by_address[conn.remote]
+            kind = "unjoined" if conn.id in self.unjoined else conn.kind or ""
+            self.kinds[kind] -= 1
+            self.unjoined.discard(conn.id)
         if conn.user_id is not None and conn.kind is not None:
             key = (conn.user_id, conn.kind)
             if self.by_user.get(key) is conn:
@@ -351,6 +379,7 @@ class ConnectionManager:
                     "reaped_stale",
                     "dropped_broken",
                     "rejected_auth",
+                    "refused_sockets",
                 )
             },
             "errors_by_code": dict(self.errors),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from . import auth
 
@@ -61,10 +63,24 @@ async def config(request: web.Request) -> web.Response:
     return json_response({"dev_login": _services(request).settings.dev_login})
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def loopback_host(request: web.Request) -> bool:
+    """The page was asked for by a loopback name: a DNS-rebinding page (a
+    stranger's name pointed at 127.0.0.1) sends its own name in ``Host``."""
+    try:
+        host = (URL.build(scheme="http", authority=request.host).host or "").lower()
+    except ValueError:
+        return False
+    return host in LOOPBACK_NAMES or host.endswith(".localhost")
+
+
 async def dev_login(request: web.Request) -> web.Response:
-    """A token for anyone, only on a loopback bind without a configured secret."""
+    """A token for anyone, only on a loopback bind without a configured secret,
+    asked for by a loopback name; a support token only if the server allows it."""
     services = _services(request)
-    if not services.settings.dev_login:
+    if not services.settings.dev_login or not loopback_host(request):
         raise web.HTTPNotFound(
             text=json.dumps({"error": "development login is off"}),
             content_type="application/json",
@@ -81,6 +97,13 @@ async def dev_login(request: web.Request) -> web.Response:
     if not isinstance(user, str) or not USER_ID.match(user) or role not in auth.ROLES:
         raise web.HTTPBadRequest(
             text=json.dumps({"error": "user must be 1-64 of A-Z a-z 0-9 _ . -"}),
+            content_type="application/json",
+        )
+    if role != "member" and not services.settings.dev_support:
+        raise web.HTTPForbidden(
+            text=json.dumps(
+                {"error": "the development login issues member tokens only"}
+            ),
             content_type="application/json",
         )
     token = auth.issue(services.settings.secret, user, ["*"], role=role, name=user)
@@ -169,7 +192,18 @@ async def audio_logging(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body, content_type = _services(request).diagnostics.metrics()
+    services = _services(request)
+    expected = services.settings.metrics_token
+    if expected:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), expected.encode()
+        ):
+            raise web.HTTPUnauthorized(
+                text=json.dumps({"error": "/metrics needs its bearer token"}),
+                content_type="application/json",
+            )
+    body, content_type = services.diagnostics.metrics()
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 

@@ -173,7 +173,9 @@ def _sdp(data: dict[str, Any], ref: Any) -> str:
 
 
 def _join(data: dict[str, Any], ref: Any) -> Join:
-    token = _field(data, "token", str, ref)
+    # no string token is an auth failure (close 4401), not a bad message
+    token = data.get("token")
+    token = token if isinstance(token, str) else ""
     channel = _field(data, "channel", str, ref)
     if not CHANNEL_ID.match(channel):
         raise ProtocolError(

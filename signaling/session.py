@@ -7,6 +7,7 @@ a missing join (4408) and repeated flooding (4429) close it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 log = logs.get("websocket")
 voice_log = logs.get("voice")
 
-HARD_FRAME_LIMIT = 4 * 1024 * 1024  # aiohttp closes 1009 above this
 NO_MEDIA = "events connections carry no media"
 
 
@@ -92,13 +92,6 @@ class Session:
                 await self.manager.close(
                     conn, Close.RATE_LIMITED, "rate limit exceeded repeatedly", ERROR
                 )
-            return
-        if size > self.services.settings.max_message_bytes:
-            self.error(
-                protocol.TOO_LARGE,
-                f"message of {size} bytes; the limit is "
-                f"{self.services.settings.max_message_bytes}",
-            )
             return
         if text is None:
             self.error(
@@ -272,14 +265,39 @@ class Session:
                 raise ProtocolError(code, str(exc), ref) from None
 
 
-async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
+def client_address(request: web.Request, trusted_proxies: list[str]) -> str:
+    """The client's address: the peer's, or, when the peer is a trusted
+    reverse proxy, the address that proxy appended to X-Forwarded-For."""
+    remote = request.remote or ""
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if remote in trusted_proxies and forwarded:
+        return forwarded.rsplit(",", 1)[-1].strip()[:64]
+    return remote
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
     from .app import SERVICES
 
     services = request.app[SERVICES]
+    manager, settings = services.manager, services.settings
+    remote = client_address(request, settings.trusted_proxies)
+    refused = manager.admit(remote)
+    if refused is not None:
+        manager.counters["refused_sockets"] += 1
+        log.warning("refused a socket: %s", refused)
+        raise web.HTTPTooManyRequests(
+            text=json.dumps({"error": f"too many sockets: {refused}"}),
+            content_type="application/json",
+        )
+    # aiohttp refuses a frame over the limit from its header, before reading
+    # it: close 1009 (its check is >=, the contract's limit is inclusive)
     ws = web.WebSocketResponse(
-        autoping=False, max_msg_size=HARD_FRAME_LIMIT, timeout=2.0, compress=False
+        autoping=False,
+        max_msg_size=settings.max_message_bytes + 1,
+        timeout=2.0,
+        compress=False,
     )
     await ws.prepare(request)
-    conn = services.manager.open(ws, request)
+    conn = manager.open(ws, request, remote)
     await Session(services, conn).run()
     return ws

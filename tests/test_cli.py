@@ -110,6 +110,8 @@ async def test_token_command_prints_a_token_the_server_accepts():
             "token",
             "--user",
             "bob",
+            "--channel",
+            "*",
             "--role",
             "support",
         ],
@@ -125,6 +127,14 @@ async def test_token_command_prints_a_token_the_server_accepts():
         env=clean_env(),
     )
     assert missing.returncode == 2 and "SFU_SECRET" in missing.stderr
+    # every channel only when asked for by name: no default of "*"
+    unbounded = subprocess.run(
+        [sys.executable, "-m", "signaling.cli", "token", "--user", "bob"],
+        capture_output=True,
+        text=True,
+        env=clean_env(SFU_SECRET=secret),
+    )
+    assert unbounded.returncode == 2 and "--channel '*'" in unbounded.stderr
     proc, url = serve(env=clean_env(SFU_SECRET=secret, SFU_LOG_FORMAT="json"))
     try:
         await wait_healthy(url)

@@ -209,6 +209,7 @@ async def test_stats_endpoint_counts_exactly(server, sockets):
         "reaped_stale": 0,
         "dropped_broken": 0,
         "rejected_auth": 1,
+        "refused_sockets": 0,
     }
     assert stats["errors_by_code"] == {"bad_json": 1, "unknown_type": 1}
     alice = next(m for m in stats["connections"] if m["user_id"] == "alice")

@@ -94,7 +94,7 @@ def test_ice_hosts_and_dev_login_follow_the_bind():
     assert loopback.ice_hosts == ["127.0.0.1"] and loopback.dev_login
     public = config.Settings(host="0.0.0.0")
     assert public.ice_hosts == [] and not public.dev_login
-    assert not config.Settings(secret="given").dev_login
+    assert not config.Settings(secret="given-and-at-least-thirty-two-bytes").dev_login
     assert config.Settings(host="::1").loopback
 
 
