@@ -15,8 +15,8 @@ from typing import Any
 #: reports closer together than this are refused (one per second, with slack
 #: for timer drift)
 MIN_SPACING = 0.9
-#: entries per list: a channel holds at most ``max_participants`` peers
-MAX_ENTRIES = 256
+#: entries per list: a channel holds at most ``max_participants`` (99) peers
+MAX_ENTRIES = 128
 
 OUTBOUND_NUMBERS = (
     "packetsSent",

@@ -14,6 +14,10 @@ from typing import Any
 
 from .client_stats import ClientReport
 
+#: client ``stats`` reports kept per peer: the findings read the last window
+#: (10 s) of them, and each may take ~100 KB parsed (16 KB of JSON)
+CLIENT_REPORTS = 32
+
 
 @dataclass(frozen=True, slots=True)
 class TimelineEvent:
@@ -134,7 +138,7 @@ class PeerRecord:
         self.state_since = self.joined_at
         self.samples = deque(maxlen=self.history)
         self.levels = deque(maxlen=self.history)
-        self.client = deque(maxlen=self.history)
+        self.client = deque(maxlen=CLIENT_REPORTS)
 
     @property
     def live(self) -> bool:

@@ -35,6 +35,30 @@ if TYPE_CHECKING:
     from signaling.connections import ConnectionManager
 
 
+#: stats intervals over which every live peer's findings are re-evaluated
+FINDINGS_ROUNDS = 4
+
+
+class FindingsCounts:
+    """Live peers' findings by (code, severity), kept up to date per peer."""
+
+    def __init__(self) -> None:
+        self._by_peer: dict[str, Counter[tuple[str, str]]] = {}
+        self.total: Counter[tuple[str, str]] = Counter()
+
+    def put(self, peer_id: str, counts: Counter[tuple[str, str]]) -> None:
+        self.forget(peer_id)
+        self._by_peer[peer_id] = counts
+        self.total.update(counts)
+
+    def forget(self, peer_id: str) -> None:
+        old = self._by_peer.pop(peer_id, None)
+        if old is not None:
+            self.total.subtract(old)
+            for key in [k for k, v in self.total.items() if v <= 0]:
+                del self.total[key]
+
+
 class Diagnostics:
     def __init__(
         self, settings: Settings, sfu: SfuServer, manager: ConnectionManager
@@ -51,6 +75,8 @@ class Diagnostics:
         self.keyframe_requests: Counter[bool] = Counter()
         self.audio_loggers: dict[str, AudioDataLogger] = {}
         self._stopping: set[asyncio.Task[None]] = set()
+        #: findings of live peers, re-evaluated a few peers per stats tick
+        self.findings = FindingsCounts()
         self.registry = prometheus.registry_for(
             prometheus.ServerMetrics(
                 manager,
@@ -58,16 +84,20 @@ class Diagnostics:
                 self.collector,
                 self.store,
                 self.keyframe_requests,
-                self.current_findings,
+                self.findings,
             )
         )
         self._task: asyncio.Task[None] | None = None
+        self._findings_task: asyncio.Task[None] | None = None
         self._unsubscribe: Any = None
 
     async def start(self) -> None:
         """Start the periodic stats collector (owned here, stopped by close)."""
         self._unsubscribe = self.sfu.events.subscribe(self._on_event)
         self._task = asyncio.create_task(self.collector.run(), name="stats-collector")
+        self._findings_task = asyncio.create_task(
+            self._count_findings(), name="findings-counter"
+        )
 
     async def close(self) -> None:
         """Stop every task this service started."""
@@ -76,8 +106,12 @@ class Diagnostics:
             self._unsubscribe = None
         for peer_id in list(self.audio_loggers):
             self._stop_audio_logging(peer_id)
-        tasks = [t for t in (self._task, *self._stopping) if t is not None]
-        self._task = None
+        tasks = [
+            t
+            for t in (self._task, self._findings_task, *self._stopping)
+            if t is not None
+        ]
+        self._task = self._findings_task = None
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -89,9 +123,10 @@ class Diagnostics:
         match event:
             case events.KeyframeRequested(sent=sent):
                 self.keyframe_requests[sent] += 1
-            case (
-                events.TrackUnpublished(source="microphone") | events.ParticipantLeft()
-            ):
+            case events.ParticipantLeft():
+                self._stop_audio_logging(event.peer_id or "")
+                self.findings.forget(event.peer_id or "")
+            case events.TrackUnpublished(source="microphone"):
                 self._stop_audio_logging(event.peer_id or "")
 
     # --- fed by signaling --------------------------------------------------------
@@ -164,13 +199,25 @@ class Diagnostics:
     def report_html(self, peer_id: str) -> str:
         return page.render(self.report(peer_id), self.thresholds)
 
-    def current_findings(self) -> Counter[tuple[str, str]]:
-        """Findings of every live peer now, by (code, severity), for /metrics."""
-        counts: Counter[tuple[str, str]] = Counter()
-        for record in list(self.store.live.values()):
-            for finding in evaluate(self._context(record)):
-                counts[finding.code, finding.severity] += 1
-        return counts
+    async def _count_findings(self) -> None:
+        """Re-evaluate every live peer's findings once per ``FINDINGS_ROUNDS``
+        stats intervals, a share of the peers per interval: /metrics then
+        reads a sum, whatever the number of peers."""
+        queue: list[str] = []
+        share = 0
+        while True:
+            await asyncio.sleep(self.settings.stats_interval)
+            if not queue:
+                queue = list(self.store.live)
+                share = math.ceil(len(queue) / FINDINGS_ROUNDS)
+            for peer_id in queue[:share]:
+                record = self.store.live.get(peer_id)
+                if record is not None:
+                    found = evaluate(self._context(record))
+                    self.findings.put(
+                        peer_id, Counter((f.code, f.severity) for f in found)
+                    )
+            del queue[:share]
 
     def set_audio_logging(self, peer_id: str, enabled: bool) -> None:
         """Raises LookupError when the peer publishes no microphone."""
