@@ -20,7 +20,14 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from benchmarks.common import SECRET, ServerProcess, fmt, machine, write_section
+from benchmarks.common import (
+    LOOPBACK_CROWD,
+    SECRET,
+    ServerProcess,
+    fmt,
+    machine,
+    write_section,
+)
 from signaling.loadtest import LoadError, LoadOptions, LoadResult, run
 
 MAX_LOSS = 0.5  # percent
@@ -80,6 +87,7 @@ async def trial(
         str(max(99, per_channel)),
         "--max-channels",
         str(max(1000, channels)),
+        *LOOPBACK_CROWD,
     )
     try:
         result = await run(

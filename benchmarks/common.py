@@ -27,6 +27,13 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "benchmarks.md"
 SECRET = "benchmark-secret-of-sufficient-length-32"
+#: every synthetic client connects from 127.0.0.1: lift the per-address caps
+LOOPBACK_CROWD = (
+    "--max-sockets-per-address",
+    "100000",
+    "--max-unjoined-sockets",
+    "100000",
+)
 
 
 def free_port() -> int:
@@ -57,7 +64,9 @@ class ServerProcess:
     url: str
 
     @classmethod
-    async def start(cls, *args: str) -> ServerProcess:
+    async def start(cls, *args: str, root: Path = ROOT) -> ServerProcess:
+        """``serve`` from the checkout at ``root`` (another revision's, for a
+        side-by-side run: ``checkout``)."""
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SFU_")}
         proc = subprocess.Popen(
@@ -75,7 +84,7 @@ class ServerProcess:
                 *args,
             ],
             env=env,
-            cwd=ROOT,
+            cwd=root,  # ``-m`` imports from here first
         )
         server = cls(proc, f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 30
@@ -203,6 +212,35 @@ async def serve_counts(counters: list[Any], source: str | None = None) -> None:
                         latencies.extend(s.latencies)
             emit({"streams": streams, "latencies": latencies})
             return
+
+
+def checkout(revision: str) -> Path:
+    """A checkout of ``revision`` beside this one (build/against/REV, a git
+    worktree) with its C module built in place, for a server of that revision
+    to run side by side with this one's."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", revision],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    path = ROOT / "build" / "against" / sha
+    if not path.exists():
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(path), sha],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+    build = (
+        "from sfu.fanout_native_build import ffibuilder; "
+        "ffibuilder.compile(tmpdir='build/cffi')"
+    )
+    subprocess.run([sys.executable, "-c", build], cwd=path, check=True)
+    for built in (path / "build" / "cffi" / "sfu").glob("_fanout_native*.so"):
+        built.replace(path / "sfu" / built.name)
+    return path
 
 
 def percentile(values: list[float], q: float) -> float | None:

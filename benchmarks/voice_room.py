@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from benchmarks.common import (
+    ROOT,
     SECRET,
     ServerProcess,
     Worker,
+    checkout,
     emit,
     fmt,
     machine,
@@ -72,9 +76,9 @@ class Result:
         return 100 * self.lost / self.expected if self.expected else 100.0
 
 
-async def run_room(mode: str, n: int, seconds: float) -> Result:
+async def run_room(mode: str, n: int, seconds: float, root: Path = ROOT) -> Result:
     server = await ServerProcess.start(
-        "--forwarding", mode, "--max-participants", "200"
+        "--forwarding", mode, "--max-participants", "200", root=root
     )
     workers: list[Worker] = []
     try:
@@ -209,7 +213,58 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+async def against(args: argparse.Namespace) -> None:
+    """This checkout's fast path and ``--against``'s, side by side: rounds
+    alternate between the two servers (same clients, same machine, same
+    minutes), so the ratio is what the change costs, not the machine's mood."""
+    other = checkout(args.against)
+    runs: dict[str, list[Result]] = {args.against: [], "this": []}
+    for _ in range(args.rounds):
+        for name, root in ((args.against, other), ("this", ROOT)):
+            for n in (int(x) for x in args.sizes.split(",")):
+                result = await run_room("fast", n, args.seconds, root)
+                runs[name].append(result)
+                print(
+                    f"{name:8} N={n:2}: {fmt(result.us_per_packet)} µs/pkt", flush=True
+                )
+    lines = [
+        "| N | revision | µs per packet, each round | median | loss % | "
+        "this / that (median of rounds) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in (int(x) for x in args.sizes.split(",")):
+        mine = [r for r in runs["this"] if r.n == n]
+        theirs = [r for r in runs[args.against] if r.n == n]
+        ratios = sorted(
+            a.us_per_packet / b.us_per_packet
+            for a, b in zip(mine, theirs, strict=True)
+            if a.us_per_packet and b.us_per_packet
+        )
+        for name, rs in ((args.against, theirs), ("this", mine)):
+            values = [r.us_per_packet or 0.0 for r in rs]
+            lines.append(
+                f"| {n} | {name} | {', '.join(fmt(v) for v in values)} | "
+                f"{fmt(statistics.median(values))} | "
+                f"{fmt(max(r.loss for r in rs), 2)} | "
+                + (fmt(statistics.median(ratios), 3) if name == "this" else "")
+                + " |"
+            )
+    body = (
+        f"Machine: {machine()}. Command: `scripts/bench voice_room --against "
+        f"{args.against} --sizes {args.sizes} --rounds {args.rounds} --seconds "
+        f"{args.seconds}`: the fast path of this checkout and of {args.against}, "
+        "rounds alternating between the two servers in one run (same clients), "
+        "server CPU per forwarded packet.\n\n" + "\n".join(lines) + "\n"
+    )
+    print(body)
+    if args.write:
+        write_section(f"voice_room_against_{args.section}", body)
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.against:
+        await against(args)
+        return
     results = []
     for mode in args.modes.split(","):
         sizes = {"relay": args.relay_sizes, "track": args.track_sizes}.get(mode)
@@ -266,4 +321,13 @@ if __name__ == "__main__":
         parser.add_argument("--track-sizes", help="(default: --sizes)")
         parser.add_argument("--seconds", type=float, default=10.0)
         parser.add_argument("--no-write", dest="write", action="store_false")
+        parser.add_argument(
+            "--against", help="compare the fast path with this git revision's"
+        )
+        parser.add_argument("--rounds", type=int, default=4)
+        parser.add_argument(
+            "--section",
+            default="change",
+            help="the docs section to write (with --against)",
+        )
         asyncio.run(main(parser.parse_args()))

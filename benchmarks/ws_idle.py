@@ -18,6 +18,7 @@ import sys
 import time
 
 from benchmarks.common import (
+    LOOPBACK_CROWD,
     SECRET,
     ServerProcess,
     Worker,
@@ -37,7 +38,7 @@ def raise_fd_limit() -> None:
 
 
 async def run(count: int) -> dict:
-    server = await ServerProcess.start("--heartbeat-interval", "30")
+    server = await ServerProcess.start("--heartbeat-interval", "30", *LOOPBACK_CROWD)
     workers: list[Worker] = []
     try:
         await asyncio.sleep(1)

@@ -24,7 +24,7 @@ import asyncio
 
 import pytest
 
-from benchmarks.common import Worker
+from benchmarks.common import LOOPBACK_CROWD, Worker
 from tests.load_support import (
     CensusServer,
     assert_no_leaked_peer_connections,
@@ -48,7 +48,7 @@ async def stable_census(server, timeout=20.0):
 
 
 async def soak(cycles: int, concurrency: int) -> None:
-    server = await CensusServer.start("--timeline-max-peers", "20")
+    server = await CensusServer.start("--timeline-max-peers", "20", *LOOPBACK_CROWD)
     churn = await Worker.start("tests.load_churn", server.url, ",".join(CHANNELS))
     try:
 
