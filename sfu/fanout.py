@@ -176,7 +176,6 @@ class FanoutSender(Downlink):
     def __init__(self, transceiver: RTCRtpTransceiver, kind: str, viewer: str) -> None:
         super().__init__(kind, viewer)
         self.native = native_ffi.new("struct fan_sub *")
-        self.native.epoch = -1
         self.native.rtx_seq = random.randint(0, 0x7FFF)
         self.hook = SendHook(
             transceiver.sender, self, self._configure, self.stats, self.native
@@ -186,6 +185,9 @@ class FanoutSender(Downlink):
         self.sdes = b""
         self._codecs: list[RTCRtpCodecParameters] = []
         self._pt: int | None = None
+        self._rtx_pt = 0
+        #: the header extension blocks: without the level, with it, its offset
+        self._extensions: tuple[bytes, bytes, int] = (b"", b"", 0)
         self._clock = 48000 if kind == "audio" else 90000
         #: video starts at a keyframe: delta frames before it cannot be decoded
         self._awaiting_keyframe = False
@@ -224,15 +226,11 @@ class FanoutSender(Downlink):
         mid_id = ids.get(MID_URI)
         mid = [(mid_id, self.mid.encode())] if mid_id and self.mid else []
         plain = one_byte_extensions(mid)
-        native = self.native
-        native.plain_len = len(plain)
-        native.ext_plain[0 : len(plain)] = plain
         level_id = ids.get(LEVEL_URI, 0) if self.kind == "audio" else 0
         full = one_byte_extensions([*mid, (level_id, b"\0")]) if level_id else b""
-        native.level_len = len(full)
-        native.ext_level[0 : len(full)] = full
         # the level byte is the only part that changes per packet
-        native.level_at = 4 + sum(1 + len(v) for _, v in mid) + 1
+        level_at = 4 + sum(1 + len(v) for _, v in mid) + 1
+        self._extensions = (plain, full, level_at)
         self._select_payload_types()
         if self._awaiting_keyframe and self.hook.ready and self.publication is not None:
             # the first moment this viewer can receive: ask for a picture now
@@ -241,8 +239,7 @@ class FanoutSender(Downlink):
 
     def bind(self, publication: Any) -> None:
         self.publication = publication
-        self.native.epoch = -1  # resync on the first packet
-        self.native.active = 0
+        self.native.active = 0  # C anchors it to this publication's first packet
         self._awaiting_keyframe = self.kind == "video"
         self._awaiting_since = time.monotonic()
         self._select_payload_types()
@@ -255,19 +252,33 @@ class FanoutSender(Downlink):
         self.native.active = 0
 
     def _select_payload_types(self) -> None:
-        self._pt = None
-        native = self.native
-        native.active = native.rtx_pt = 0  # until write() sees a payload type again
-        if self.publication is None:
-            return
-        wanted = codec_key(self.publication.codec)
-        for codec in self._codecs:
-            if not is_rtx(codec) and codec_key(codec) == wanted:
-                self._pt = native.pt = codec.payloadType
-                break
-        for codec in self._codecs:
-            if is_rtx(codec) and codec.parameters.get("apt") == self._pt:
-                native.rtx_pt = codec.payloadType
+        self._pt, self._rtx_pt = None, 0
+        self.native.active = 0  # until write() sees a payload type again
+        if self.publication is not None:
+            wanted = codec_key(self.publication.codec)
+            for codec in self._codecs:
+                if not is_rtx(codec) and codec_key(codec) == wanted:
+                    self._pt = codec.payloadType
+                    break
+            for codec in self._codecs:
+                if is_rtx(codec) and codec.parameters.get("apt") == self._pt:
+                    self._rtx_pt = codec.payloadType
+        self._apply_header()
+
+    def _apply_header(self) -> None:
+        """What every packet's header carries, to C (which refuses to resend
+        anything sent under an older header)."""
+        plain, full, level_at = self._extensions
+        native_lib.fan_header(
+            self.native,
+            self._pt or 0,
+            self._rtx_pt,
+            plain,
+            len(plain),
+            full,
+            len(full),
+            level_at if full else 0,
+        )
 
     # --- the packets the C loop skipped ------------------------------------------
 
@@ -278,25 +289,13 @@ class FanoutSender(Downlink):
             return
         if self._awaiting_keyframe and not self._keyframe_starts(packet):
             return
-        native = self.native
-        if packet.ssrc != native.in_ssrc or native.epoch != self.publication.epoch:
+        native, pub = self.native, self.publication.native
+        if not native_lib.fan_bound(native, pub):
             self._resync(packet)
-        native.active = 1
-        pub = self.publication
         one = native_ffi.new("struct fan_sub *[]", [native])
-        payload, size, marker, _, ts, ssrc, level = packet_args(packet)
+        payload, size, marker, _, ts, _, level = packet_args(packet)
         flags = native_lib.fan_out(
-            one,
-            1,
-            payload,
-            size,
-            marker,
-            pub.index,
-            ts,
-            ssrc,
-            level,
-            pub.epoch,
-            pub.last_packet_at,
+            pub, one, 1, payload, size, marker, ts, level, pub.last_at
         )
         if flags & native_lib.FAN_GAP:
             self.record_gap()
@@ -345,9 +344,9 @@ class FanoutSender(Downlink):
         else:
             out_ts = random.getrandbits(32)
         native.ts_off = (out_ts - packet.timestamp) & 0xFFFFFFFF
-        native.in_ssrc = packet.ssrc
-        native.epoch = self.publication.epoch
-        native_lib.fan_anchor(native, self.publication.index, random.randint(0, 0x7FFF))
+        native_lib.fan_anchor(
+            native, self.publication.native, random.randint(0, 0x7FFF)
+        )
 
     # --- RTCP -------------------------------------------------------------------------
 

@@ -103,7 +103,14 @@ static void advance(struct fan_sub *sub, int64_t out) {
     sub->top = out;
 }
 
-void fan_anchor(struct fan_sub *sub, int64_t index, int64_t start) {
+/* The subscriber's offsets hold for this publication's current stream only
+ * (its identity, and its epoch: a mute, an SSRC change). */
+int fan_bound(const struct fan_sub *sub, const struct fan_pub *pub) {
+    return sub->active && sub->started && sub->pub_id == pub->id
+           && sub->epoch == pub->epoch && sub->in_ssrc == pub->in_ssrc;
+}
+
+void fan_anchor(struct fan_sub *sub, const struct fan_pub *pub, int64_t start) {
     if (!sub->started) {
         sub->started = 1;
         sub->first = start;
@@ -111,7 +118,35 @@ void fan_anchor(struct fan_sub *sub, int64_t index, int64_t start) {
         memset(sub->sent, 0, sizeof sub->sent);
     }
     sub->floor = sub->top + 1;
-    sub->ext_off = sub->floor - index;
+    sub->ext_off = sub->floor - pub->index;
+    sub->pub_id = pub->id;
+    sub->epoch = pub->epoch;
+    sub->in_ssrc = pub->in_ssrc;
+    sub->active = 1;
+}
+
+int fan_header(struct fan_sub *sub, int pt, int rtx_pt, const uint8_t *plain,
+               int plain_len, const uint8_t *level, int level_len, int level_at) {
+    if (pt < 0 || pt > 127 || rtx_pt < 0 || rtx_pt > 127 || plain_len < 0
+        || plain_len > FAN_EXT_MAX || level_len < 0 || level_len > FAN_EXT_MAX
+        || (level_len && (level_at < 0 || level_at >= level_len)))
+        return -1;
+    int changed = sub->pt != pt || sub->rtx_pt != rtx_pt || sub->plain_len != plain_len
+                  || sub->level_len != level_len || sub->level_at != level_at
+                  || memcmp(sub->ext_plain, plain, plain_len)
+                  || memcmp(sub->ext_level, level, level_len);
+    sub->pt = (uint8_t)pt;
+    sub->rtx_pt = (uint8_t)rtx_pt;
+    sub->plain_len = (uint8_t)plain_len;
+    sub->level_len = (uint8_t)level_len;
+    sub->level_at = (uint8_t)level_at;
+    memcpy(sub->ext_plain, plain, plain_len);
+    memcpy(sub->ext_level, level, level_len);
+    /* what was sent under the old header is never sent again (a resend is the
+     * same bytes or nothing); the numbering goes on above it */
+    if (changed && sub->started)
+        sub->floor = sub->top + 1;
+    return 0;
 }
 
 /* The outgoing index of the publication's ``index`` for this subscriber, or
@@ -149,15 +184,14 @@ static void track(struct fan_sub *sub, int64_t out, uint32_t out_ts, double now,
     mark_sent(sub, out);
 }
 
-int fan_out(struct fan_sub **subs, int count, const char *payload, int size,
-            int marker, int64_t index, uint32_t ts, uint32_t ssrc, int level,
-            int epoch, double now) {
+int fan_out(struct fan_pub *pub, struct fan_sub **subs, int count, const char *payload,
+            int size, int marker, uint32_t ts, int level, double now) {
     _Alignas(8) char buf[RTP_MAX + SRTP_TRAILER_MAX];
+    int64_t index = pub->index;
     int flags = 0;
     for (int i = 0; i < count; i++) {
         struct fan_sub *sub = subs[i];
-        sub->skipped = !sub->active || !sub->started || sub->epoch != epoch
-                       || sub->in_ssrc != ssrc || !sub->srtp || sub->fd < 0;
+        sub->skipped = !fan_bound(sub, pub) || !sub->srtp || sub->fd < 0;
         if (sub->skipped) {
             flags |= FAN_SKIPPED;
             continue;
@@ -192,7 +226,11 @@ int fan_out(struct fan_sub **subs, int count, const char *payload, int size,
 /* --- receiving ---------------------------------------------------------------- */
 
 struct fan_pub *fan_pub_new(void) {
-    return calloc(1, sizeof(struct fan_pub));
+    static uint64_t last_id;
+    struct fan_pub *pub = calloc(1, sizeof(struct fan_pub));
+    if (pub)
+        pub->id = ++last_id;
+    return pub;
 }
 
 void fan_pub_free(struct fan_pub *pub) {
@@ -236,6 +274,7 @@ int fan_publish(struct fan_pub *pub, const char *payload, int size, int marker,
             return FAN_DROP;
         }
         pub->has_index = 0;
+        pub->epoch++;  /* another stream: every subscriber re-anchors */
     }
     int64_t index = pub->has_index ? extend(pub->top, seq) : seq;
     struct fan_kept *kept = &pub->history[(uint64_t)index % FAN_HISTORY];
@@ -277,8 +316,8 @@ int fan_publish(struct fan_pub *pub, const char *payload, int size, int marker,
     }
     if (pub->count) {  /* else no one to send to, and so no one to NACK it later */
         keep(pub, payload, size, marker, ts, ssrc, level);
-        flags |= fan_out(pub->subs, pub->count, payload, size, marker, pub->index, ts,
-                         ssrc, level, pub->epoch, now);
+        flags |= fan_out(pub, pub->subs, pub->count, payload, size, marker, ts, level,
+                         now);
         pub->forwarded += pub->count;
     }
     pub->times[pub->times_n++ % FAN_TIMES] = clock_seconds(CLOCK_MONOTONIC) - now;
@@ -312,8 +351,8 @@ static int to_rtx(struct fan_sub *sub, char *buf, int len, int size) {
  * holds it, it was not resent within the RTT and the budget allows. */
 static int resend(struct fan_pub *pub, struct fan_sub *sub, uint16_t seq, double now) {
     sub->nacked++;
-    if (!sub->started || !sub->srtp || sub->fd < 0) {
-        sub->nack_unknown++;
+    if (!fan_bound(sub, pub) || !sub->srtp || sub->fd < 0) {
+        sub->nack_unknown++;  /* offsets of another stream, or none */
         return 0;
     }
     int64_t out = extend(sub->top, seq);

@@ -35,16 +35,15 @@ struct fan_block {
  * not sent yet; a retransmission only repeats an index this binding sent,
  * byte for byte, or goes out as RTX with numbers of its own. */
 struct fan_sub {
-    /* set by Python: where and how to send */
+    /* set by Python: where to send, and the stream's place in time */
     void *srtp;                   /* the subscriber's srtp_t; NULL: not ready */
     void *rtx_srtp;               /* the session RTX goes through (aiortc's) */
     int fd;                       /* connected UDP socket (our dup); -1: none */
-    int active;                   /* offsets valid for in_ssrc: C sends */
-    int epoch;                    /* the publication's epoch they are for */
-    uint32_t in_ssrc;             /* the publisher's SSRC they are for */
+    int active;                   /* 0: paused (unbound, renegotiating): C skips it */
     uint32_t ssrc;                /* the subscriber's sender SSRC */
     uint32_t rtx_ssrc;
     uint32_t ts_off;
+    /* set through fan_header: what every packet's header carries */
     uint8_t pt;
     uint8_t rtx_pt;               /* 0: no RTX negotiated */
     uint8_t plain_len;            /* header extension block without a level */
@@ -52,6 +51,10 @@ struct fan_sub {
     uint8_t level_at;             /* offset of the level byte in ext_level */
     uint8_t ext_plain[FAN_EXT_MAX];
     uint8_t ext_level[FAN_EXT_MAX];
+    /* set through fan_anchor: the publication's stream the offsets are for */
+    uint64_t pub_id;
+    int epoch;
+    uint32_t in_ssrc;
     /* kept by C: the outgoing numbering (see above) */
     int started;                  /* top, floor and ext_off are set */
     int64_t ext_off;              /* outgoing index = publication's index + ext_off */
@@ -99,12 +102,16 @@ struct fan_sub {
 #define FAN_SKIPPED 1             /* a subscriber was skipped: Python's turn */
 #define FAN_GAP 2                 /* a subscriber has gap_pending set */
 
+struct fan_pub;
+
 void fan_init(uintptr_t srtp_protect, uintptr_t srtp_unprotect,
               uintptr_t srtp_unprotect_rtcp);
-int fan_out(struct fan_sub **subs, int count, const char *payload, int size,
-            int marker, int64_t index, uint32_t ts, uint32_t ssrc, int level,
-            int epoch, double now);
-void fan_anchor(struct fan_sub *sub, int64_t index, int64_t start);
+int fan_out(struct fan_pub *pub, struct fan_sub **subs, int count, const char *payload,
+            int size, int marker, uint32_t ts, int level, double now);
+int fan_bound(const struct fan_sub *sub, const struct fan_pub *pub);
+void fan_anchor(struct fan_sub *sub, const struct fan_pub *pub, int64_t start);
+int fan_header(struct fan_sub *sub, int pt, int rtx_pt, const uint8_t *plain,
+               int plain_len, const uint8_t *level, int level_len, int level_at);
 int fan_rewrite(struct fan_sub *sub, char *out, const char *payload, int size,
                 int marker, int64_t index, uint32_t ts, int level);
 void fan_sr_sent(struct fan_sub *sub, uint32_t ntp_middle, double wall);
@@ -158,9 +165,10 @@ struct fan_kept {
  * subscribers (an array Python owns). Made by fan_pub_new, freed by
  * fan_pub_free (Python ties it to the publication with ffi.gc). */
 struct fan_pub {
+    uint64_t id;                  /* unique in the process: subscribers bind to it */
     struct fan_sub **subs;
     int count;
-    int epoch;
+    int epoch;                    /* bumped when the stream restarts (mute, SSRC) */
     int muted;
     int python;                   /* 1: every packet through Python (taps, track senders) */
     int metered;                  /* 1: count audio levels */

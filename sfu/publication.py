@@ -79,16 +79,6 @@ class Publication:
     # --- counters, kept in C (``struct fan_pub``) --------------------------------
 
     @property
-    def epoch(self) -> int:
-        """Bumped whenever forwarding pauses, so downlinks re-anchor their offsets."""
-        return self.native.epoch
-
-    @property
-    def index(self) -> int:
-        """The extended sequence number of the packet being handled (C's)."""
-        return self.native.index
-
-    @property
     def packets(self) -> int:
         return self.native.packets
 
@@ -154,7 +144,7 @@ class Publication:
         if muted != self.muted:
             self.muted = muted
             self.native.muted = muted
-            self.native.epoch += 1
+            self.native.epoch += 1  # a new stream for C: downlinks re-anchor
 
     def add_tap(self, tap: PacketTap) -> None:
         """Call ``tap`` with every forwarded packet (its SSRC then stays in Python)."""

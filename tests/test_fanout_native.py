@@ -47,6 +47,14 @@ def new_pub():
     return native_ffi.gc(native_lib.fan_pub_new(), native_lib.fan_pub_free)
 
 
+def on_stream(pub, packet, index=None):
+    """``pub`` as fan_publish leaves it while it handles ``packet`` (whose
+    sequence number is its index, unless given)."""
+    pub.has_index, pub.in_ssrc = 1, packet.ssrc
+    pub.index = packet.sequence_number if index is None else index
+    pub.top = max(pub.top, pub.index)
+
+
 def publish(group, pub, packet):
     """What a received packet does: counted and fanned out in C, then what C
     left to Python."""
@@ -91,21 +99,17 @@ class Downlink:
         self.map = HeaderExtensionsMap()
         self.map.configure(RTCRtpParameters(headerExtensions=extensions_map(True)))
 
-    def start(self, packet, start, ts_off, epoch=0, index=None):
-        """In sync with ``packet``'s stream (``index`` is the publication's
-        for it, by default its sequence number), numbered on from ``start``
-        (or from the top, once started)."""
-        native = self.sender.native
-        native.active, native.epoch, native.in_ssrc = 1, epoch, packet.ssrc
-        native.ts_off = ts_off
-        index = packet.sequence_number if index is None else index
-        native_lib.fan_anchor(native, index, start)
+    def start(self, pub, start, ts_off):
+        """Bound to ``pub``'s current stream, numbered on from ``start`` (or
+        from the top, once started)."""
+        self.sender.native.ts_off = ts_off
+        native_lib.fan_anchor(self.sender.native, pub, start)
 
-    def send(self, packet, epoch=0, index=None):
-        payload, size, marker, seq, ts, ssrc, level = packet_args(packet)
-        index = seq if index is None else index
+    def send(self, pub, packet):
+        """``packet`` fanned out by ``pub`` to this subscriber alone."""
+        payload, size, marker, _, ts, _, level = packet_args(packet)
         return native_lib.fan_out(
-            self.targets, 1, payload, size, marker, index, ts, ssrc, level, epoch, 1.0
+            pub, self.targets, 1, payload, size, marker, ts, level, 1.0
         )
 
     def datagram(self):
@@ -149,8 +153,9 @@ async def test_what_c_sends_opens_and_parses_to_the_rewrite(
     try:
         packet = RtpPacket(96, marker, seq, ts, 0xABCDEF01, payload)
         packet.extensions.audio_level = level
-        link.start(packet, start, ts_off)
         pub = new_pub()
+        on_stream(pub, packet)
+        link.start(pub, start, ts_off)
         group = FanoutGroup(pub)
         group.add(link.sender)
         assert native_lib.fan_publish(pub, *packet_args(packet)) == native_lib.FAN_FIRST
@@ -179,40 +184,51 @@ async def test_what_c_sends_opens_and_parses_to_the_rewrite(
 async def test_out_of_sync_subscribers_are_left_to_python_and_gaps_flagged():
     link = Downlink()
     try:
+        pub, other_pub = new_pub(), new_pub()
         packet = RtpPacket(96, 0, 100, 48000, 0x1234, b"opus")
-        link.start(packet, 105, 7, epoch=3)
+        on_stream(pub, packet)
+        link.start(pub, 105, 7)
         native = link.sender.native
-        # another epoch (a mute), another SSRC, no socket, not yet started
-        assert link.send(packet, epoch=4) == native_lib.FAN_SKIPPED
+        # another epoch (a mute), another stream's SSRC, another publication,
+        # paused: each leaves the packet to Python
+        pub.epoch = 1
+        assert link.send(pub, packet) == native_lib.FAN_SKIPPED
         assert native.skipped and link.received() is None
-        other = RtpPacket(96, 0, 100, 48000, 0x9999, b"x")
-        assert link.send(other, epoch=3) == native_lib.FAN_SKIPPED
+        pub.epoch = 0
+        on_stream(pub, RtpPacket(96, 0, 100, 48000, 0x9999, b"x"))
+        assert link.send(pub, packet) == native_lib.FAN_SKIPPED
+        on_stream(pub, packet)
+        on_stream(other_pub, packet)
+        assert link.send(other_pub, packet) == native_lib.FAN_SKIPPED
         native.active = 0
-        assert link.send(packet, epoch=3) == native_lib.FAN_SKIPPED
+        assert link.send(pub, packet) == native_lib.FAN_SKIPPED
         native.active = 1
-        assert link.send(packet, epoch=3) == 0 and not native.skipped
+        assert link.send(pub, packet) == 0 and not native.skipped
         assert link.received().sequence_number == 105
         # three packets lost upstream: one gap mark of three
         later = RtpPacket(96, 0, 104, 48000 + 4 * 960, 0x1234, b"opus")
-        assert link.send(later, epoch=3) == native_lib.FAN_GAP
+        on_stream(pub, later)
+        assert link.send(pub, later) == native_lib.FAN_GAP
         assert (native.gaps, native.gap_pending, native.top) == (3, 1, 109)
         assert link.received().sequence_number == 109
         # a late packet is sent but does not move the reference back
         late = RtpPacket(96, 0, 102, 48000 + 2 * 960, 0x1234, b"opus")
-        assert link.send(late, epoch=3) == 0
+        on_stream(pub, late)
+        assert link.send(pub, late) == 0
         assert link.received().sequence_number == 107 and native.top == 109
         # the same index again with other bytes: never sent
         forged = RtpPacket(96, 0, 102, 48000 + 2 * 960, 0x1234, b"other")
-        assert link.send(forged, epoch=3) == 0
+        assert link.send(pub, forged) == 0
         assert link.received() is None and native.refused_index == 1
         # longer than an MTU once rewritten: dropped and counted, never sent
         big = RtpPacket(96, 0, 105, 0, 0x1234, b"x" * (1500 - 12 - 8 + 1))
-        assert link.send(big, epoch=3) == 0
+        on_stream(pub, big)
+        assert link.send(pub, big) == 0
         assert native.dropped == 1 and link.received() is None
         # a closed hook takes the session and socket away from the C side
         link.sender.close()
         assert native.fd == -1 and native.srtp == native_ffi.NULL
-        assert link.send(packet, epoch=3) == native_lib.FAN_SKIPPED
+        assert link.send(pub, packet) == native_lib.FAN_SKIPPED
     finally:
         await link.close()
 
@@ -225,35 +241,47 @@ async def test_new_offsets_never_reach_back_and_jumps_are_clamped():
     link = Downlink()
     try:
         native = link.sender.native
-        first = RtpPacket(96, 0, 1000, 0, 0x1234, b"a")
-        link.start(first, 200, 0)
+        pub = new_pub()
+        on_stream(pub, RtpPacket(96, 0, 1000, 0, 0x1234, b"a"))
+        link.start(pub, 200, 0)
         for seq in range(1000, 1010):
-            link.send(RtpPacket(96, 0, seq, 0, 0x1234, b"a%d" % seq))
+            packet = RtpPacket(96, 0, seq, 0, 0x1234, b"a%d" % seq)
+            on_stream(pub, packet)
+            link.send(pub, packet)
         assert [link.received().sequence_number for _ in range(10)] == list(
             range(200, 210)
         )
         assert native.top == 209
-        # another publisher's stream on this m-line: numbered on from 210
-        link.start(RtpPacket(96, 0, 5, 0, 0x5678, b"b"), 0, 0)
-        assert link.send(RtpPacket(96, 0, 5, 0, 0x5678, b"b5")) == 0
+        # another stream on this m-line: numbered on from 210
+        pub.epoch += 1
+        first = RtpPacket(96, 0, 5, 0, 0x5678, b"b5")
+        on_stream(pub, first)
+        link.start(pub, 0, 0)
+        assert link.send(pub, first) == 0
         assert link.received_plain() is not None and native.top == 210
         # its packets from before: they would map onto 200-209, already used
         for seq in (4, 1, 0):
-            link.send(RtpPacket(96, 0, seq, 0, 0x5678, b"b%d" % seq))
+            packet = RtpPacket(96, 0, seq, 0, 0x5678, b"b%d" % seq)
+            on_stream(pub, packet)
+            link.send(pub, packet)
         assert native.refused_index == 3 and link.received() is None
         # a jump of 40,000: clamped to FAN_MAX_JUMP, counted as a restart
-        link.send(RtpPacket(96, 0, 40005, 0, 0x5678, b"far"))
+        far = RtpPacket(96, 0, 40005, 0, 0x5678, b"far")
+        on_stream(pub, far)
+        link.send(pub, far)
         got = link.received()
         assert got.sequence_number == 210 + native_lib.FAN_MAX_JUMP
         assert native.restarts == 1 and native.top == 210 + native_lib.FAN_MAX_JUMP
         # and what followed the jump's first packet continues from it
-        link.send(RtpPacket(96, 0, 40006, 0, 0x5678, b"next"))
+        after = RtpPacket(96, 0, 40006, 0, 0x5678, b"next")
+        on_stream(pub, after)
+        link.send(pub, after)
         assert link.received().sequence_number == 211 + native_lib.FAN_MAX_JUMP
     finally:
         await link.close()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     steps=st.lists(
         st.one_of(
@@ -262,41 +290,61 @@ async def test_new_offsets_never_reach_back_and_jumps_are_clamped():
             st.tuples(st.just("packet"), st.integers(-40, 40), st.just(0)),
             st.tuples(st.just("packet"), st.integers(-70000, 70000), st.just(0)),
             st.tuples(st.just("anchor"), st.integers(0, 3), st.just(0)),
+            st.tuples(st.just("rebind"), st.just(0), st.just(0)),
+            st.tuples(st.just("header"), st.integers(0, 2), st.just(0)),
             st.tuples(st.just("nack"), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)),
+            st.tuples(st.just("nack"), st.integers(-3, 0), st.just(0)),  # recent
         ),
         max_size=120,
     )
 )
 async def test_no_srtp_index_carries_two_different_packets(steps):
-    """Whatever a publisher sends (reordered, repeated, jumping) and however
-    often the m-line is re-anchored and NACKed, every SRTP index a subscriber
-    receives carries one ciphertext: never two different packets under one
-    keystream. The observer extends sequence numbers as libsrtp does."""
-    link = Downlink()
-    pub = new_pub()
-    group = FanoutGroup(pub)
-    sender = link.sender
-    sender.publication = SimpleNamespace(native=pub)
-    group.add(sender)
-    native = sender.native
+    """Whatever a publisher sends (reordered, repeated, jumping), however often
+    the m-line is re-anchored, re-bound to another publication (with the same
+    SSRC and numbers: a publisher chooses both), renegotiated and NACKed,
+    every SRTP index a subscriber receives carries one ciphertext: never two
+    different packets under one keystream. The observer extends sequence
+    numbers as libsrtp does."""
+    link, other = Downlink(), Downlink()
+    pubs = [new_pub(), new_pub()]
+    groups = [FanoutGroup(pub) for pub in pubs]
+    for group in groups:  # someone else watches both: both keep a history
+        group.add(other.sender)
+    sender, native = link.sender, link.sender.native
+    bound = 0
+    groups[bound].add(sender)
     seen: dict[int, bytes] = {}
     top = None
-    seq, ssrc, epoch = 0, 0x1234, 0
+    seq, ssrc = 0, 0x1234
     try:
         for n, (kind, value, extra) in enumerate(steps):
+            pub = pubs[bound]
             if kind == "nack":
-                native_lib.fan_nack(pub, native, value, extra, n * 0.05)
+                pid = value if value > 0 else native.top + value
+                native_lib.fan_nack(pub, native, pid & 0xFFFF, extra, n * 0.05)
             elif kind == "anchor":  # a mute, or another SSRC after a silence
                 if value:
-                    ssrc, pub.in_last_at = 0x1234 + value, 0.0
-                pub.epoch = epoch = epoch + 1
+                    ssrc = 0x1234 + value
+                    for p in pubs:
+                        p.in_last_at = 0.0
+                pub.epoch += 1
+            elif kind == "rebind":  # as SubscribeSession does with a slot
+                groups[bound].remove(sender)
+                sender.unbind()
+                bound = 1 - bound
+                groups[bound].add(sender)
+            elif kind == "header":  # a renegotiation
+                native_lib.fan_header(native, 96 + value, 0, b"", 0, b"", 0, 0)
             else:
                 seq = (seq + value) & 0xFFFF
-                packet = RtpPacket(96, 0, seq, seq * 960, ssrc, b"%d" % n)
-                flags = native_lib.fan_publish(pub, *packet_args(packet))
-                if flags & native_lib.FAN_SKIPPED:
-                    link.start(packet, 100, 0, epoch, index=pub.index)
-                    link.send(packet, epoch, index=pub.index)
+                for i, p in enumerate(pubs):  # the same numbers, other bytes
+                    packet = RtpPacket(96, 0, seq, seq * 960, ssrc, b"%d:%d" % (i, n))
+                    flags = native_lib.fan_publish(p, *packet_args(packet))
+                    if i == bound and flags & native_lib.FAN_SKIPPED and native.fd >= 0:
+                        native.active = 1
+                        if not native_lib.fan_bound(native, p):
+                            link.start(p, 100, 0)
+                        link.send(p, packet)
             while (data := link.datagram()) is not None:
                 out = int.from_bytes(data[2:4], "big")
                 index = (
@@ -307,8 +355,11 @@ async def test_no_srtp_index_carries_two_different_packets(steps):
                 top = index if top is None else max(top, index)
                 assert seen.setdefault(index, data) == data, f"index {index} reused"
     finally:
-        group.remove(sender)
+        groups[bound].remove(sender)
+        for group in groups:
+            group.remove(other.sender)
         await link.close()
+        await other.close()
 
 
 async def test_nack_resends_within_the_rtt_once_and_within_the_budget():
@@ -326,8 +377,8 @@ async def test_nack_resends_within_the_rtt_once_and_within_the_budget():
         for seq in range(100, 105):
             packet = RtpPacket(96, 0, seq, seq * 960, 0x1234, b"p%d" % seq)
             if native_lib.fan_publish(pub, *packet_args(packet)):
-                link.start(packet, 500, 0, index=pub.index)
-                link.send(packet, index=pub.index)
+                link.start(pub, 500, 0)
+                link.send(pub, packet)
         datagrams = [link.datagram() for _ in range(5)]
         assert native.top == 504
         # one item for 502, its bitmask for 503 and 505 (never sent)
