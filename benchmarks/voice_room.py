@@ -250,9 +250,10 @@ async def against(args: argparse.Namespace) -> None:
                 + " |"
             )
     body = (
+        f"## Fast path against {args.against} ({args.section})\n\n"
         f"Machine: {machine()}. Command: `scripts/bench voice_room --against "
         f"{args.against} --sizes {args.sizes} --rounds {args.rounds} --seconds "
-        f"{args.seconds}`: the fast path of this checkout and of {args.against}, "
+        f"{args.seconds} --section {args.section}`: the fast path of this checkout and of {args.against}, "
         "rounds alternating between the two servers in one run (same clients), "
         "server CPU per forwarded packet.\n\n" + "\n".join(lines) + "\n"
     )
