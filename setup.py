@@ -2,4 +2,4 @@
 
 from setuptools import setup
 
-setup(cffi_modules=["sfu/fanout_native_build.py:ffibuilder"])
+setup(cffi_modules=["sfu/native/build.py:ffibuilder"])

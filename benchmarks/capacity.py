@@ -28,7 +28,9 @@ from benchmarks.common import (
     machine,
     write_section,
 )
-from signaling.loadtest import LoadError, LoadOptions, LoadResult, run
+from miscord_client.load.coordinator import run
+from miscord_client.load.report import LoadResult
+from miscord_client.load.scenario import LoadError, LoadOptions
 
 MAX_LOSS = 0.5  # percent
 MAX_P99_MS = 20.0

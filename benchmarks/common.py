@@ -233,13 +233,12 @@ def checkout(revision: str) -> Path:
             check=True,
             capture_output=True,
         )
-    build = (
-        "from sfu.fanout_native_build import ffibuilder; "
-        "ffibuilder.compile(tmpdir='build/cffi')"
+    # the revision's own setup.py names its C module and where it goes
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+        cwd=path,
+        check=True,
     )
-    subprocess.run([sys.executable, "-c", build], cwd=path, check=True)
-    for built in (path / "build" / "cffi" / "sfu").glob("_fanout_native*.so"):
-        built.replace(path / "sfu" / built.name)
     return path
 
 

@@ -86,9 +86,9 @@ async def run(viewers: int, seconds: float, mode: str) -> dict:
 
 
 async def worker(url: str, role: str, users: list[str]) -> None:
+    from miscord_client.client import VoiceClient
+    from miscord_client.load.media import Counter, StampedAudio, StampedScreen
     from signaling import auth
-    from signaling.client import VoiceClient
-    from signaling.loadclient import Counter, StampedAudio, StampedScreen
 
     counters, clients = [], []
     for user in users:

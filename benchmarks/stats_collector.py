@@ -42,9 +42,9 @@ DEFAULT_INTERVAL = 2.0
 
 
 async def worker(url: str, users: list[str]) -> None:
+    from miscord_client.client import VoiceClient
+    from miscord_client.load.media import StampedAudio, encode_tone
     from signaling import auth
-    from signaling.client import VoiceClient
-    from signaling.loadclient import StampedAudio, encode_tone
 
     opus = encode_tone()
     clients = []

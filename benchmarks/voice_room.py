@@ -139,9 +139,9 @@ async def run_room(mode: str, n: int, seconds: float, root: Path = ROOT) -> Resu
 
 
 async def worker(url: str, users: list[str], n: int, forwarding: str) -> None:
+    from miscord_client.client import VoiceClient
+    from miscord_client.load.media import Counter, StampedAudio, encode_tone
     from signaling import auth
-    from signaling.client import VoiceClient
-    from signaling.loadclient import Counter, StampedAudio, encode_tone
 
     opus = encode_tone() if forwarding == "relay" else None
     counters: list[Counter] = []

@@ -55,7 +55,7 @@ def dbfs(value: float) -> float:
     return 20 * float(np.log10(max(value, 1e-10)))
 
 
-def measure(decoder: av.CodecContext, payloads: list[bytes]) -> AudioSecond:
+def measure(decoder: av.AudioCodecContext, payloads: list[bytes]) -> AudioSecond:
     """Decode and measure (runs in a worker thread, never on the event loop)."""
     chunks: list[np.ndarray] = []
     frames = errors = 0
@@ -112,7 +112,7 @@ class AudioDataLogger:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        decoder = av.CodecContext.create("opus", "r")
+        decoder = av.AudioCodecContext.create("opus", "r")
         last = time.monotonic()
         while True:
             await asyncio.sleep(1.0)

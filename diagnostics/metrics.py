@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -22,26 +22,52 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from sfu.server import SfuServer
-    from signaling.connections import ConnectionManager
+from sfu.server import SfuServer
 
-    from .collector import StatsCollector
-    from .service import FindingsCounts
-    from .store import PeerStore
+from .collector import StatsCollector
+from .store import PeerStore
+
+
+class Connections(Protocol):
+    """What the metrics read of the server's WebSockets."""
+
+    #: live sockets by kind (voice, events, unjoined), kept as they change
+    kinds: Counter[str]
+    #: ``error`` messages sent, by code
+    errors: Counter[str]
+
+
+class FindingsCounts:
+    """Live peers' findings by (code, severity), kept up to date per peer."""
+
+    def __init__(self) -> None:
+        self._by_peer: dict[str, Counter[tuple[str, str]]] = {}
+        self.total: Counter[tuple[str, str]] = Counter()
+
+    def put(self, peer_id: str, counts: Counter[tuple[str, str]]) -> None:
+        self.forget(peer_id)
+        self._by_peer[peer_id] = counts
+        self.total.update(counts)
+
+    def forget(self, peer_id: str) -> None:
+        old = self._by_peer.pop(peer_id, None)
+        if old is not None:
+            self.total.subtract(old)
+            for key in [k for k, v in self.total.items() if v <= 0]:
+                del self.total[key]
 
 
 class ServerMetrics(Collector):
     def __init__(
         self,
-        manager: ConnectionManager,
+        connections: Connections,
         sfu: SfuServer,
         collector: StatsCollector,
         store: PeerStore,
         keyframe_requests: Counter[bool],
         findings: FindingsCounts,
     ) -> None:
-        self.manager = manager
+        self.connections = connections
         self.sfu = sfu
         self.collector = collector
         self.store = store
@@ -52,7 +78,7 @@ class ServerMetrics(Collector):
         connections = GaugeMetricFamily(
             "miscord_connections", "Live WebSocket connections", labels=["kind"]
         )
-        kinds = self.manager.kinds
+        kinds = self.connections.kinds
         for kind in ("voice", "events", "unjoined"):
             connections.add_metric([kind], kinds.get(kind, 0))
         yield connections
@@ -91,7 +117,7 @@ class ServerMetrics(Collector):
         errors = CounterMetricFamily(
             "miscord_errors", "error messages sent to clients", labels=["code"]
         )
-        for code, count in sorted(self.manager.errors.items()):
+        for code, count in sorted(self.connections.errors.items()):
             errors.add_metric([code], count)
         yield errors
         findings = GaugeMetricFamily(

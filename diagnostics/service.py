@@ -13,9 +13,10 @@ import contextlib
 import math
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sfu import events
+from sfu.server import SfuServer
 
 from . import client_stats, page
 from . import metrics as prometheus
@@ -25,47 +26,24 @@ from .collector import StatsCollector
 from .context import Context
 from .findings import evaluate
 from .records import PeerRecord
+from .settings import DiagnosticsSettings
 from .store import PeerStore
 from .thresholds import Thresholds
 from .timeline import EventRecorder
-
-if TYPE_CHECKING:
-    from sfu.server import SfuServer
-    from signaling.config import Settings
-    from signaling.connections import ConnectionManager
-
 
 #: stats intervals over which every live peer's findings are re-evaluated
 FINDINGS_ROUNDS = 4
 
 
-class FindingsCounts:
-    """Live peers' findings by (code, severity), kept up to date per peer."""
-
-    def __init__(self) -> None:
-        self._by_peer: dict[str, Counter[tuple[str, str]]] = {}
-        self.total: Counter[tuple[str, str]] = Counter()
-
-    def put(self, peer_id: str, counts: Counter[tuple[str, str]]) -> None:
-        self.forget(peer_id)
-        self._by_peer[peer_id] = counts
-        self.total.update(counts)
-
-    def forget(self, peer_id: str) -> None:
-        old = self._by_peer.pop(peer_id, None)
-        if old is not None:
-            self.total.subtract(old)
-            for key in [k for k, v in self.total.items() if v <= 0]:
-                del self.total[key]
-
-
 class Diagnostics:
     def __init__(
-        self, settings: Settings, sfu: SfuServer, manager: ConnectionManager
+        self,
+        settings: DiagnosticsSettings,
+        sfu: SfuServer,
+        connections: prometheus.Connections,
     ) -> None:
         self.settings = settings
         self.sfu = sfu
-        self.manager = manager
         self.thresholds = Thresholds()
         # per-tick samples and per-second levels and client reports alike
         history = math.ceil(settings.stats_history / min(settings.stats_interval, 1.0))
@@ -76,10 +54,10 @@ class Diagnostics:
         self.audio_loggers: dict[str, AudioDataLogger] = {}
         self._stopping: set[asyncio.Task[None]] = set()
         #: findings of live peers, re-evaluated a few peers per stats tick
-        self.findings = FindingsCounts()
+        self.findings = prometheus.FindingsCounts()
         self.registry = prometheus.registry_for(
             prometheus.ServerMetrics(
-                manager,
+                connections,
                 sfu,
                 self.collector,
                 self.store,

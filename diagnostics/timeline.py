@@ -27,7 +27,7 @@ class EventRecorder:
         now = time.time()
         if isinstance(event, events.ParticipantJoined):
             view = event.participant
-            record = PeerRecord(
+            joined = PeerRecord(
                 view.peer_id,
                 view.user_id,
                 view.name,
@@ -35,8 +35,8 @@ class EventRecorder:
                 now,
                 self.history,
             )
-            self.store.add(record)
-            record.add(now, "joined", channel=event.channel_id, user=view.user_id)
+            self.store.add(joined)
+            joined.add(now, "joined", channel=event.channel_id, user=view.user_id)
             return
         record = self.store.live.get(event.peer_id or "")
         if record is None:

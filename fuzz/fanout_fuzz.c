@@ -1,11 +1,11 @@
 /* A coverage-guided fuzzer (libFuzzer, ASan, UBSan) for the fast path in
- * sfu/fanout_native.c; scripts/fuzz builds and runs it.
+ * sfu/native/fanout.c; scripts/fuzz builds and runs it.
  *
  * An input is a setup byte, then operations: an op byte and its arguments
  * (the encoding is in the comments of the OP_ names and of the readers they
  * use; make_corpus.py writes seeds in it). They act on a world kept for the
- * input: up to two publications (struct fan_pub), four subscriber m-lines
- * (struct fan_sub, each sending on its own AF_UNIX datagram socketpair),
+ * input: up to two publications (struct fan_publication), four subscriber m-lines
+ * (struct fan_downlink, each sending on its own AF_UNIX datagram socketpair),
  * one publish connection (struct fan_rx, with a socketpair fan_drain reads)
  * and one subscribe connection's RTCP (struct fan_rtcp). The calls are
  * Python's, made as Python makes them (fanout.py, publication.py,
@@ -35,7 +35,7 @@
  * - fan_publish gets a payload of at least one byte (aiortc drops
  *   padding-only probes) and what parse_rtp read, as C's ingest reads it;
  * - routes are made by a publication's own receive hook, and a publication is
- *   unrouted and its subscribers detached before fan_pub_free;
+ *   unrouted and its subscribers detached before fan_publication_free;
  * - fan_out is called only by FanoutSender.write, for the packet just
  *   published, and fan_nack with the subscriber's current publication.
  * What Python does not guarantee, neither does the harness: a renegotiation
@@ -56,7 +56,7 @@
  * the budgets are reached without waiting, and a crash replays exactly. */
 static int fuzz_clock_gettime(clockid_t clock, struct timespec *t);
 #define clock_gettime fuzz_clock_gettime
-#include "fanout_native.c"
+#include "fanout.c"
 #undef clock_gettime
 
 #define PUBS 2
@@ -107,7 +107,7 @@ struct session {                  /* what a stub SRTP context points to */
 };
 
 struct subscriber {
-    struct fan_sub *native;       /* NULL: free slot */
+    struct fan_downlink *native;       /* NULL: free slot */
     int sock, peer;               /* the socketpair: native->fd while ready, and ours */
     int pub;                      /* the bound publication, -1: none */
     int mid_len;                  /* its mid: aiortc's, fixed */
@@ -129,8 +129,8 @@ static struct {
     uint64_t rng;
     uint32_t serial;              /* m-lines made, for fresh SSRCs */
     size_t stored;                /* bytes in the records */
-    struct fan_pub *pubs[PUBS];
-    struct fan_sub *groups[PUBS][SUBS];  /* pub->subs, as FanoutGroup builds it */
+    struct fan_publication *pubs[PUBS];
+    struct fan_downlink *groups[PUBS][SUBS];  /* pub->subs, as FanoutGroup builds it */
     struct subscriber subs[SUBS];
     struct fan_stream streams[KNOWN];
     struct fan_rx rx;
@@ -289,7 +289,7 @@ static void check_index(struct sent *s, int64_t index, const uint8_t *p, int len
  * sequence number, payload type, SSRC and payload. It must be what went out
  * under that index, if anything did. */
 static void check_rtx(struct subscriber *h, const uint8_t *p, int len) {
-    struct fan_sub *n = h->native;
+    struct fan_downlink *n = h->native;
     int header = 12 + 4 * (p[0] & 0x0F);
     if (p[0] & 0x10 && header + 4 <= len)
         header += 4 + 4 * (p[header + 2] << 8 | p[header + 3]);
@@ -312,7 +312,7 @@ static void check_rtx(struct subscriber *h, const uint8_t *p, int len) {
 static int stub_protect(void *ctx, void *buf, int *len) {
     struct session *session = ctx;
     struct subscriber *h = session->sub;
-    struct fan_sub *n = h->native;
+    struct fan_downlink *n = h->native;
     uint8_t *p = buf;
     int size = *len;
     require(size >= 12 && size <= RTP_MAX && p[0] >> 6 == 2, "protecting no RTP packet");
@@ -383,7 +383,7 @@ static void attach(struct subscriber *s, int p) {
 /* SendHook: the transport is up (_on_send, which configures again), or the
  * hook detached for good */
 static void set_ready(struct subscriber *s, int ready) {
-    struct fan_sub *n = s->native;
+    struct fan_downlink *n = s->native;
     s->released = !ready;
     n->active = 0;
     n->fd = ready ? s->sock : -1;
@@ -417,7 +417,7 @@ static uint8_t one_byte_block(uint8_t *out, int mid_id, int mid_len, int level_i
 /* FanoutSender._configure: what the answer negotiated, its extension ids (0:
  * none) and payload types */
 static void configure(struct subscriber *s, struct input *in) {
-    struct fan_sub *n = s->native;
+    struct fan_downlink *n = s->native;
     unsigned pt = u8(in), rtx = u8(in), ids = u8(in);
     int mid_id = (ids & 0x0F) % 15, level_id = (ids >> 4) % 15;
     int mid_len = mid_id ? s->mid_len : 0;
@@ -446,7 +446,7 @@ static void new_sub(struct input *in) {
         int one = 1;
         setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &one, sizeof one);
     }
-    struct fan_sub *n = calloc(1, sizeof *n);
+    struct fan_downlink *n = calloc(1, sizeof *n);
     require(n, "out of memory");
     *s = (struct subscriber){.native = n, .sock = fds[0], .peer = fds[1], .pub = -1,
                              .mid_len = 1 + (flags >> 2) % 16, .video = flags >> 1 & 1};
@@ -476,7 +476,7 @@ static void flush(int fd) {
 }
 
 /* AudioLevels.__init__ */
-static void meter(struct fan_pub *pub) {
+static void meter(struct fan_publication *pub) {
     pub->metered = 1;
     pub->levels.loudest = 127;  /* SILENCE */
 }
@@ -486,7 +486,7 @@ static void free_pub(int p) {
     for (int i = 0; i < SUBS; i++)
         if (w.subs[i].native && w.subs[i].pub == p)
             attach(&w.subs[i], -1);
-    fan_pub_free(w.pubs[p]);
+    fan_publication_free(w.pubs[p]);
     w.pubs[p] = NULL;
 }
 
@@ -718,22 +718,22 @@ static int datagram(struct input *in, uint8_t *out, int level_id) {
 
 /* FanoutSender._resync: offsets for the publication's packet of ``ts``,
  * numbering on from what was sent */
-static void resync(struct fan_sub *n, struct fan_pub *pub, uint32_t ts) {
+static void resync(struct fan_downlink *n, struct fan_publication *pub, uint32_t ts) {
     n->ts_off = rng() - ts;
     fan_anchor(n, pub, rng() & 0x7FFF);
 }
 
 /* FanoutSender.write: a packet C skipped this subscriber for; ``keyframe``
  * says whether it is one, for a video subscriber waiting for one */
-static void write_skipped(struct subscriber *s, struct fan_pub *pub, const struct pkt *pk,
+static void write_skipped(struct subscriber *s, struct fan_publication *pub, const struct pkt *pk,
                           int keyframe) {
-    struct fan_sub *n = s->native;
+    struct fan_downlink *n = s->native;
     if (!s->selected || !n->srtp || (s->awaiting && !keyframe))
         return;
     s->awaiting = 0;
     if (!fan_bound(n, pub))
         resync(n, pub, pk->ts);
-    struct fan_sub *one[1] = {n};
+    struct fan_downlink *one[1] = {n};
     int flags = fan_out(pub, one, 1, (const char *)pk->payload, pk->size, pk->marker,
                         pk->ts, pk->level, pub->last_at);
     if (flags & FAN_GAP)
@@ -1023,7 +1023,7 @@ static void run_op(struct input *in) {
         x = u8(in);
         if (w.pubs[p])
             break;
-        w.pubs[p] = fan_pub_new();
+        w.pubs[p] = fan_publication_new();
         require(w.pubs[p], "out of memory");
         w.pubs[p]->speaking_dbov = 45;  /* AudioLevels: SPEAKING_DBOV */
         if (x & 1)

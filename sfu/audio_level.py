@@ -34,7 +34,7 @@ class LevelSecond:
 
 class AudioLevelMeter:
     """Levels of one publication. C counts each packet's level into the
-    publication's ``struct fan_pub`` (``fan_publish``); ``tick`` reads and
+    publication's ``struct fan_publication`` (``fan_publish``); ``tick`` reads and
     resets those sums."""
 
     def __init__(self, pub: Any, history_seconds: int = 300) -> None:

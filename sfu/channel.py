@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from .errors import ChannelFull
-from .events import Speaking
+from .events import EventBus, Speaking
 from .participant import Participant
 from .publication import Publication
-from .refs import owner
-
-if TYPE_CHECKING:
-    from .server import SfuServer
+from .settings import MediaSettings
 
 
 class Channel:
-    def __init__(self, server: SfuServer, channel_id: str) -> None:
-        self.server = owner(server)  # the owner; no cycle
+    def __init__(
+        self, channel_id: str, settings: MediaSettings, events: EventBus
+    ) -> None:
         self.id = channel_id
+        self.settings = settings
+        self.events = events
         self.participants: dict[str, Participant] = {}
         self.created_at = time.time()
         self._speakers: set[str] = set()
@@ -40,7 +39,7 @@ class Channel:
 
     def check_screen_allowed(self) -> None:
         screens = sum(1 for p in self.publications() if p.source == "screen")
-        if screens >= self.server.settings.max_screens:
+        if screens >= self.settings.max_screens:
             raise ChannelFull(
                 f"channel {self.id} already has {screens} shared screen(s), the most "
                 "allowed"
@@ -59,4 +58,4 @@ class Channel:
         speakers = {peer for peer, _ in loud}
         if speakers != self._speakers:
             self._speakers = speakers
-            self.server.events.emit(Speaking(self.id, None, speakers=loud))
+            self.events.emit(Speaking(self.id, None, speakers=loud))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from miscord_client import protocol
+
 
 class MediaError(Exception):
-    code = "internal"
+    code = protocol.INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -12,16 +14,12 @@ class MediaError(Exception):
 
 
 class BadSdp(MediaError):
-    code = "bad_sdp"
+    code = protocol.BAD_SDP
 
 
 class BadRequest(MediaError):
-    code = "bad_message"
+    code = protocol.BAD_MESSAGE
 
 
 class ChannelFull(MediaError):
-    code = "channel_full"
-
-
-class Forbidden(MediaError):
-    code = "forbidden"
+    code = protocol.CHANNEL_FULL

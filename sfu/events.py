@@ -48,6 +48,14 @@ class ParticipantLeft(Event):
 
 
 @dataclass(frozen=True)
+class MediaTimedOut(Event):
+    """A participant's media stayed ``state`` (failed, disconnected) past the
+    grace: its owner should end it (``SfuServer.leave``, reason timeout)."""
+
+    state: str
+
+
+@dataclass(frozen=True)
 class TrackPublished(Event):
     source: str
     kind: str

@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiortc import RTCPeerConnection
 
-from .aiortc_seam import parse_candidate, selected_pair
 from .errors import BadRequest
 from .events import (
     Event,
+    EventBus,
+    ParticipantLeft,
     ParticipantView,
     StateChanged,
     TrackMuted,
@@ -31,26 +32,39 @@ from .events import (
 from .publication import Publication
 from .publisher import PublishSession
 from .refs import owner
+from .rtc.ice import parse_candidate, selected_pair
 from .sdp_check import MAX_CANDIDATES
+from .settings import MediaSettings
 from .subscriber import SubscribeSession
 from .tasks import TaskGroup
-
-if TYPE_CHECKING:
-    from .channel import Channel
 
 log = logging.getLogger("miscord.voice")
 screen_log = logging.getLogger("miscord.screen")
 
 
+class ParticipantOwner(Protocol):
+    """What a participant needs of the channel it is in."""
+
+    id: str
+    settings: MediaSettings
+    events: EventBus
+
+    def publications_changed(self) -> None: ...
+
+    def check_screen_allowed(self) -> None: ...
+
+
 class Participant:
-    def __init__(self, channel: Channel, peer_id: str, user_id: str, name: str) -> None:
+    def __init__(
+        self, channel: ParticipantOwner, peer_id: str, user_id: str, name: str
+    ) -> None:
         self.channel = owner(channel)  # the owner; no cycle
         self.channel_id = channel.id
-        self.events = channel.server.events
+        self.events = channel.events
         self.peer_id = peer_id
         self.user_id = user_id
         self.name = name
-        self.settings = channel.server.settings
+        self.settings = channel.settings
         self.tasks = TaskGroup(f"peer:{peer_id}")
         self.publish = PublishSession(self)
         self.subscribe = SubscribeSession(self)
@@ -59,6 +73,7 @@ class Participant:
         self.joined_at = time.time()
         self.closed = False
         self.close_reason: str | None = None
+        self.timed_out = False  # reported as MediaTimedOut
         self._dtls_watched: weakref.WeakSet[RTCPeerConnection] = weakref.WeakSet()
         #: mute state asked for before the source was published
         self._mute_wanted: dict[str, bool] = {}
@@ -127,6 +142,9 @@ class Participant:
             self.emit(TrackMuted(self.channel_id, self.peer_id, source, muted))
 
     # --- publications ---------------------------------------------------------------
+
+    def check_screen_allowed(self) -> None:
+        self.channel.check_screen_allowed()
 
     def on_published(self, pub: Publication) -> None:
         pub.set_muted(self._mute_wanted.pop(pub.source, False))
@@ -290,6 +308,8 @@ class Participant:
         return items
 
     async def close(self, reason: str) -> None:
+        """End the publications (the others see them go), the subscriptions,
+        both peer connections and every task, then report the close."""
         if self.closed:
             return
         self.closed = True
@@ -298,3 +318,9 @@ class Participant:
         await self.publish.close()
         await self.subscribe.close()
         self.update_state()
+        log.info("%s left %s (%s)", self.peer_id, self.channel_id, reason)
+        self.emit(
+            ParticipantLeft(
+                self.channel_id, self.peer_id, user_id=self.user_id, reason=reason
+            )
+        )

@@ -12,22 +12,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiortc import MediaStreamTrack, RTCRtpTransceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
-from .aiortc_seam import ReceiveHook, native_ffi, native_lib
 from .audio_level import AudioLevelMeter
 from .downlink import Downlink
-from .events import KeyframeRequested
-from .fanout import FanoutGroup, FanoutSender, packet_args
+from .events import Event, KeyframeRequested
+from .fastpath import FastDownlink, FastDownlinks, packet_args
+from .native import ffi, lib
 from .refs import owner
+from .rtc.inbound import ReceiveHook
+from .settings import MediaSettings
+from .tasks import TaskGroup
 from .trackpath import Relay
-
-if TYPE_CHECKING:
-    from .participant import Participant
 
 screen_log = logging.getLogger("miscord.screen")
 voice_log = logging.getLogger("miscord.voice")
@@ -36,10 +36,22 @@ voice_log = logging.getLogger("miscord.voice")
 PacketTap = Callable[[RtpPacket], None]
 
 
+class PublicationOwner(Protocol):
+    """What a publication needs of the participant that owns it."""
+
+    peer_id: str
+    channel_id: str
+    settings: MediaSettings
+    tasks: TaskGroup
+    closed: bool
+
+    def emit(self, event: Event) -> None: ...
+
+
 class Publication:
     def __init__(
         self,
-        participant: Participant,
+        participant: PublicationOwner,
         source: str,
         transceiver: RTCRtpTransceiver,
         codec: RTCRtpCodecParameters,
@@ -57,12 +69,12 @@ class Publication:
         self.muted = False
         #: counters, levels, the NACK history and the fast path's subscribers,
         #: in C: ``fan_ingest`` forwards a routed SSRC's packets without Python
-        self.native = native_ffi.gc(native_lib.fan_pub_new(), native_lib.fan_pub_free)
-        if self.native == native_ffi.NULL:
-            raise MemoryError("fan_pub_new")
+        self.native = ffi.gc(lib.fan_publication_new(), lib.fan_publication_free)
+        if self.native == ffi.NULL:
+            raise MemoryError("fan_publication_new")
         self.downlinks: list[Downlink] = []
         #: the fast path's downlinks, sent to in one C call per packet
-        self.fanout = FanoutGroup(self.native)
+        self.fast = FastDownlinks(self.native)
         #: the other downlinks, written to one by one
         self.writers: list[Downlink] = []
         self._taps: list[PacketTap] = []
@@ -76,7 +88,7 @@ class Publication:
         #: the receiver's hook (None in relay mode, where aiortc decodes)
         self.hook = hook
 
-    # --- counters, kept in C (``struct fan_pub``) --------------------------------
+    # --- counters, kept in C (``struct fan_publication``) ---------------------------
 
     @property
     def packets(self) -> int:
@@ -105,8 +117,8 @@ class Publication:
     def fanout_times(self) -> list[float]:
         """Seconds the latest received packets took to reach every downlink."""
         native = self.native
-        count = min(native.times_n, native_lib.FAN_TIMES)
-        return list(native_ffi.unpack(native.times, count))
+        count = min(native.times_n, lib.FAN_TIMES)
+        return list(ffi.unpack(native.times, count))
 
     def clear_fanout_times(self) -> None:
         self.native.times_n = 0
@@ -117,17 +129,17 @@ class Publication:
         """A received packet that Python handled (C takes the rest: see
         ``ReceiveHook.route``): counted, metered and fanned out in C all the
         same, then given to the track path's writers and the taps."""
-        flags = native_lib.fan_publish(self.native, *packet_args(packet))
-        if flags & native_lib.FAN_DROP:
+        flags = lib.fan_publish(self.native, *packet_args(packet))
+        if flags & lib.FAN_DROP:
             return  # another SSRC while this one is live
         self.after_native(flags, packet)
-        if flags & native_lib.FAN_MUTED:
+        if flags & lib.FAN_MUTED:
             return
         if self.writers:
             started = time.perf_counter()
             for downlink in self.writers:
                 downlink.write(packet)
-            native_lib.fan_add_time(self.native, time.perf_counter() - started)
+            lib.fan_add_time(self.native, time.perf_counter() - started)
             self.native.forwarded += len(self.writers)
         for tap in self._taps:
             tap(packet)
@@ -135,10 +147,10 @@ class Publication:
     def after_native(self, flags: int, packet: RtpPacket) -> None:
         """What C left of a packet it forwarded: a first packet to log, fast-path
         subscribers to start or resync, gaps to record."""
-        if flags & native_lib.FAN_FIRST:
+        if flags & lib.FAN_FIRST:
             log = screen_log if self.source == "screen" else voice_log
             log.info("first packet of %s/%s", self.peer_id, self.source)
-        self.fanout.finish(flags, packet)
+        self.fast.finish(flags, packet)
 
     def set_muted(self, muted: bool) -> None:
         if muted != self.muted:
@@ -166,8 +178,8 @@ class Publication:
     def attach(self, downlink: Downlink) -> None:
         downlink.bind(self)
         self.downlinks.append(downlink)
-        if isinstance(downlink, FanoutSender):
-            self.fanout.add(downlink)
+        if isinstance(downlink, FastDownlink):
+            self.fast.add(downlink)
         else:
             self.writers.append(downlink)
             self._update_python()
@@ -175,8 +187,8 @@ class Publication:
     def detach(self, downlink: Downlink) -> None:
         if downlink in self.downlinks:
             self.downlinks.remove(downlink)
-            if isinstance(downlink, FanoutSender):
-                self.fanout.remove(downlink)
+            if isinstance(downlink, FastDownlink):
+                self.fast.remove(downlink)
             else:
                 self.writers.remove(downlink)
                 self._update_python()

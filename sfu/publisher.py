@@ -9,32 +9,40 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from miscord_client import ice
+
 from . import sdp_check
-from .aiortc_seam import (
-    ActivityProbe,
-    ReceiveHook,
-    close_peer_connection,
-    new_peer_connection,
-    restrict_codecs,
-)
 from .errors import BadSdp
 from .events import Negotiated
-from .publication import Publication
+from .publication import Publication, PublicationOwner
 from .refs import owner
-
-if TYPE_CHECKING:
-    from .participant import Participant
+from .rtc.inbound import ActivityProbe, ReceiveHook
+from .rtc.peer import close_peer_connection, new_peer_connection, restrict_codecs
 
 log = logging.getLogger("miscord.voice")
 screen_log = logging.getLogger("miscord.screen")
 
 
+class PublisherOwner(PublicationOwner, Protocol):
+    """What a publish connection needs of the participant that owns it."""
+
+    def watch_pc(self, name: str, pc: RTCPeerConnection) -> None: ...
+
+    def watch_dtls(self, name: str, pc: RTCPeerConnection) -> None: ...
+
+    def check_screen_allowed(self) -> None: ...
+
+    def on_published(self, pub: Publication) -> None: ...
+
+    def on_unpublished(self, pub: Publication) -> None: ...
+
+
 class PublishSession:
-    def __init__(self, participant: Participant) -> None:
+    def __init__(self, participant: PublisherOwner) -> None:
         self.participant = owner(participant)  # the owner; no cycle
         self.pc: RTCPeerConnection | None = None
         self.probe = ActivityProbe(participant.peer_id)
@@ -53,17 +61,17 @@ class PublishSession:
             m.sending and sources.get(m.mid) == "screen" for m in offered
         )
         if wants_screen and "screen" not in self.publications:
-            self.participant.channel.check_screen_allowed()
+            self.participant.check_screen_allowed()
         started = time.monotonic()
-        first = self.pc is None
-        if first:
-            self.pc = new_peer_connection()
-            self.participant.watch_pc("publish", self.pc)
-        pc = self.pc
+        pc, first = self.pc, self.pc is None
+        if pc is None:
+            pc = self.pc = new_peer_connection()
+            self.participant.watch_pc("publish", pc)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(text, "offer"))
             self._mids = [m.mid for m in offered]
             self._update_publications(pc, offered, sources)
+            ice.prepare(pc, self.participant.settings.ice)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             # aiortc refused late (the checks above missed something): a first

@@ -1,8 +1,11 @@
 """The root of the media core's ownership tree: server -> channel -> participant.
 
 ``SfuServer`` owns the channels and one maintenance task (level meters and
-active speakers every tick; lifecycle states, grace-period eviction and offer
-timeouts every second). ``close()`` closes every participant and the task.
+active speakers every tick; lifecycle states, media timeouts and offer
+timeouts every second). It never ends a participant on its own: a participant
+whose media stayed failed past the grace is reported (``MediaTimedOut``) to
+whoever owns it, which calls ``leave``. ``close()`` closes every participant
+and the task.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import secrets
 import time
 from collections import deque
 
-from . import aiortc_seam
+from . import rtc
 from .channel import Channel
 from .errors import ChannelFull
-from .events import EventBus, ParticipantJoined, ParticipantLeft
+from .events import EventBus, MediaTimedOut, ParticipantJoined
 from .participant import Participant
+from .rtc.compat import check_compatibility, selftest
 from .settings import MediaSettings
 from .tasks import TaskGroup
 
@@ -39,21 +43,19 @@ TICK = 0.2  # seconds between speaker updates
 
 class SfuServer:
     def __init__(self, settings: MediaSettings, events: EventBus | None = None) -> None:
-        aiortc_seam.check_compatibility()
+        check_compatibility()
         self.settings = settings
         self.events = events or EventBus()
         self.channels: dict[str, Channel] = {}
         self.participants: dict[str, Participant] = {}
         self.tasks = TaskGroup("sfu")
-        self.evicted = 0
+        self.timed_out = 0  # participants reported for a media timeout
         #: how late the event loop ran a timer (recent ticks): queueing delay
         self.loop_lag: deque[float] = deque(maxlen=600)
 
     async def start(self) -> None:
-        await aiortc_seam.selftest()
-        aiortc_seam.configure_ice(
-            self.settings.ice_hosts, self.settings.consent_interval
-        )
+        rtc.install()
+        await selftest()
         self.tasks.spawn(self._maintain(), "maintenance")
 
     async def join(self, channel_id: str, user_id: str, name: str) -> Participant:
@@ -65,7 +67,9 @@ class SfuServer:
                     f"the server holds {len(self.channels)} voice channels, the most "
                     "allowed"
                 )
-            channel = self.channels[channel_id] = Channel(self, channel_id)
+            channel = self.channels[channel_id] = Channel(
+                channel_id, self.settings, self.events
+            )
         if len(channel.participants) >= self.settings.max_participants:
             raise ChannelFull(
                 f"channel {channel_id} has {len(channel.participants)} participants, "
@@ -92,25 +96,16 @@ class SfuServer:
         participant.channel.publications_changed()
 
     async def leave(self, participant: Participant, reason: str) -> None:
-        """Remove a participant and release everything it owns (idempotent)."""
+        """Remove a participant and release everything it owns (idempotent):
+        out of every registry first, so its seat is free whatever closing
+        takes, then closed (which reports ``ParticipantLeft``)."""
         if self.participants.pop(participant.peer_id, None) is None:
             return
-        channel_id = participant.channel_id
-        channel = self.channels[channel_id]
+        channel = self.channels[participant.channel_id]
         channel.participants.pop(participant.peer_id, None)
-        # out of every registry before anything that may wait: its seat is free
         if not channel.participants:
-            del self.channels[channel_id]
+            del self.channels[channel.id]
         await participant.close(reason)
-        log.info("%s left %s (%s)", participant.peer_id, channel_id, reason)
-        self.events.emit(
-            ParticipantLeft(
-                channel_id,
-                participant.peer_id,
-                user_id=participant.user_id,
-                reason=reason,
-            )
-        )
 
     async def _maintain(self) -> None:
         ticks = 0
@@ -123,21 +118,28 @@ class SfuServer:
                 channel.update_speakers(now)
             ticks += 1
             if ticks % int(1 / TICK) == 0:
-                await self._check_lifecycles(now)
+                self._check_lifecycles(now)
 
-    async def _check_lifecycles(self, now: float) -> None:
+    def _check_lifecycles(self, now: float) -> None:
         for participant in list(self.participants.values()):
             participant.update_state()
             participant.subscribe.check_offer_timeout(now, self.settings.offer_timeout)
-            if participant.overdue(now):
+            if participant.overdue(now) and not participant.timed_out:
                 log.warning(
-                    "%s stayed %s for %.0f s: removing it",
+                    "%s stayed %s for %.0f s: its media timed out",
                     participant.peer_id,
                     participant.state,
                     now - participant.state_since,
                 )
-                self.evicted += 1
-                await self.leave(participant, "timeout")
+                participant.timed_out = True
+                self.timed_out += 1
+                self.events.emit(
+                    MediaTimedOut(
+                        participant.channel_id,
+                        participant.peer_id,
+                        state=participant.state,
+                    )
+                )
 
     def forwarding_stats(self, reset: bool = False) -> dict[str, object]:
         """Totals and recent timings of the forwarding path (``reset`` starts a

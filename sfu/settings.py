@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+
+from .rtc.ice import ServerIcePolicy
 
 
 @dataclass
@@ -27,3 +30,10 @@ class MediaSettings:
     offer_timeout: float = 15.0
     #: "fast" (packet fan-out), "track" (aiortc senders) or "relay" (decode+encode)
     forwarding: str = "fast"
+
+    @cached_property
+    def ice(self) -> ServerIcePolicy:
+        """Where the server's peer connections gather, and their consent checks."""
+        return ServerIcePolicy(
+            hosts=tuple(self.ice_hosts), consent_interval=self.consent_interval
+        )

@@ -1,10 +1,8 @@
 """A participant's subscribe connection: only the server offers, so there is no glare.
 
-One ``Slot`` per m-line. A slot carries one publication of another participant
-at a time; when that ends the slot goes inactive and is reused by the next
-publication of the same kind, so a long session's SDP stays as large as the most
-it ever carried at once. Changes while an offer is outstanding are batched into
-the next offer.
+One ``Downlink`` per m-line, each carrying one publication of another
+participant at a time and reused by the next of its kind (see ``downlink``).
+Changes while an offer is outstanding are batched into the next offer.
 """
 
 from __future__ import annotations
@@ -14,54 +12,35 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from aiortc import (
-    RTCPeerConnection,
-    RTCRtpSender,
-    RTCRtpTransceiver,
-    RTCSessionDescription,
-    clock,
-)
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription, clock
 from aiortc.exceptions import InvalidStateError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 
+from miscord_client import ice
+
 from . import sdp_check
-from .aiortc_seam import ActivityProbe, close_peer_connection, new_peer_connection
 from .downlink import Downlink
 from .errors import BadRequest, BadSdp
-from .events import Negotiated, Subscribed, SubscribeOffer, Unsubscribed
-from .fanout import FanoutSender, compound_reports
+from .events import Event, Negotiated, Subscribed, SubscribeOffer, Unsubscribed
+from .fastpath import FastDownlink
 from .publication import Publication
 from .refs import owner
-from .trackpath import RelaySender, TrackSender
-
-if TYPE_CHECKING:
-    from .participant import Participant
+from .rtc.inbound import ActivityProbe
+from .rtc.peer import close_peer_connection, new_peer_connection
+from .rtc.rtcp import compound_reports
+from .settings import MediaSettings
+from .tasks import TaskGroup
+from .trackpath import RelayDownlink, TrackDownlink
 
 log = logging.getLogger("miscord.voice")
-screen_log = logging.getLogger("miscord.screen")
 
-DOWNLINKS = {"fast": FanoutSender, "track": TrackSender, "relay": RelaySender}
-
-
-@dataclass(eq=False)
-class Slot:
-    transceiver: RTCRtpTransceiver
-    kind: str
-    downlink: Downlink
-    #: offered to the client, bound once its answer is applied
-    pending: Publication | None = None
-    publication: Publication | None = None
-    codec: RTCRtpCodecParameters | None = None
-
-    @property
-    def mid(self) -> str | None:
-        return self.transceiver.mid
-
-    @property
-    def carries(self) -> Publication | None:
-        return self.pending or self.publication
+DOWNLINKS: dict[str, type[Downlink]] = {
+    "fast": FastDownlink,
+    "track": TrackDownlink,
+    "relay": RelayDownlink,
+}
 
 
 def codec_preferences(codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:
@@ -80,13 +59,29 @@ class _Pending:
     mids: list[str] = field(default_factory=list)
 
 
+class SubscriberOwner(Protocol):
+    """What a subscribe connection needs of the participant that owns it."""
+
+    peer_id: str
+    channel_id: str
+    settings: MediaSettings
+    tasks: TaskGroup
+    closed: bool
+
+    def emit(self, event: Event) -> None: ...
+
+    def watch_pc(self, name: str, pc: RTCPeerConnection) -> None: ...
+
+    def watch_dtls(self, name: str, pc: RTCPeerConnection) -> None: ...
+
+
 class SubscribeSession:
-    def __init__(self, participant: Participant) -> None:
+    def __init__(self, participant: SubscriberOwner) -> None:
         self.participant = owner(participant)  # the owner; no cycle
         self.pc: RTCPeerConnection | None = None
         self.probe = ActivityProbe(participant.peer_id)
         self.candidates = 0  # trickled remote candidates accepted
-        self.slots: list[Slot] = []
+        self.downlinks: list[Downlink] = []
         self.wanted: list[Publication] = []
         self._offer: _Pending | None = None
         self._dirty = False
@@ -115,52 +110,47 @@ class SubscribeSession:
             self.participant.tasks.spawn(self._negotiate(), "subscribe-offer")
 
     def _plan(self) -> bool:
-        """Release slots of unwanted publications, assign new ones; True if changed."""
+        """Release downlinks of unwanted publications, give new ones a downlink;
+        True if anything changed."""
         changed = False
         wanted = [p for p in self.wanted if not p.closed]
-        for slot in self.slots:
-            carried = slot.carries
+        for downlink in self.downlinks:
+            carried = downlink.carries
             if carried is not None and carried not in wanted:
-                self._release(slot)
+                self._release(downlink)
                 changed = True
-        carried_now = {slot.carries for slot in self.slots}
+        carried_now = {downlink.carries for downlink in self.downlinks}
         for pub in wanted:
             if pub in carried_now:
                 continue
-            slot = next(
-                (s for s in self.slots if s.kind == pub.kind and s.carries is None),
-                None,
-            )
-            if slot is None:
-                slot = self._new_slot(pub.kind)
-            slot.pending = pub
-            if slot.codec is None or sdp_check.codec_key(
-                slot.codec
+            free = (d for d in self.downlinks if d.kind == pub.kind and not d.carries)
+            downlink = next(free, None) or self._new_downlink(pub.kind)
+            downlink.pending = pub
+            if downlink.codec is None or sdp_check.codec_key(
+                downlink.codec
             ) != sdp_check.codec_key(pub.codec):
-                slot.transceiver.setCodecPreferences(codec_preferences(pub.codec))
-                slot.codec = pub.codec
-            slot.transceiver.direction = "sendonly"
+                downlink.transceiver.setCodecPreferences(codec_preferences(pub.codec))
+                downlink.codec = pub.codec
+            downlink.transceiver.direction = "sendonly"
             changed = True
         return changed
 
-    def _new_slot(self, kind: str) -> Slot:
+    def _new_downlink(self, kind: str) -> Downlink:
         if self.pc is None:
             self.pc = new_peer_connection()
             self.participant.watch_pc("subscribe", self.pc)
         transceiver = self.pc.addTransceiver(kind, direction="sendonly")
-        slot = Slot(transceiver, kind, None)  # type: ignore[arg-type]
-        slot.downlink = DOWNLINKS[self.participant.settings.forwarding](
-            transceiver, kind, self.participant.peer_id
-        )
-        self.slots.append(slot)
-        if self.participant.settings.forwarding == "fast" and self._rtcp_task is None:
+        forwarding = self.participant.settings.forwarding
+        downlink = DOWNLINKS[forwarding](transceiver, kind, self.participant.peer_id)
+        self.downlinks.append(downlink)
+        if forwarding == "fast" and self._rtcp_task is None:
             self._rtcp_task = self.participant.tasks.spawn(self._run_rtcp(), "rtcp")
-        return slot
+        return downlink
 
-    def _release(self, slot: Slot) -> None:
-        pub = slot.publication
+    def _release(self, downlink: Downlink) -> None:
+        pub = downlink.publication
         if pub is not None:
-            pub.detach(slot.downlink)
+            pub.detach(downlink)
             self.participant.emit(
                 Unsubscribed(
                     self.participant.channel_id,
@@ -169,8 +159,8 @@ class SubscribeSession:
                     source=pub.source,
                 )
             )
-        slot.pending = slot.publication = None
-        slot.transceiver.direction = "inactive"
+        downlink.pending = downlink.publication = None
+        downlink.transceiver.direction = "inactive"
 
     async def _negotiate(self) -> None:
         async with self._lock:
@@ -181,35 +171,35 @@ class SubscribeSession:
             if not (changed or self._force) or self.pc is None:
                 return
             self._force = False
-            assert self.pc is not None
+            pc = self.pc
             started = time.monotonic()
             try:
-                await self.pc.setLocalDescription(await self.pc.createOffer())
+                ice.prepare(pc, self.participant.settings.ice)
+                await pc.setLocalDescription(await pc.createOffer())
             except InvalidStateError:
                 # aiortc closes the pc itself when the client's end closes: the
                 # participant is leaving and there is no one to offer to
                 log.debug("subscribe pc of %s closed", self.participant.peer_id)
                 return
             fast = self.participant.settings.forwarding == "fast"
-            self.probe.watch(self.pc, "rtcp" if fast else None)
-            self.participant.watch_dtls("subscribe", self.pc)
+            self.probe.watch(pc, "rtcp" if fast else None)
+            self.participant.watch_dtls("subscribe", pc)
             tracks = {
-                slot.mid: {
-                    "peer_id": slot.carries.peer_id,
-                    "source": slot.carries.source,
+                downlink.mid: {
+                    "peer_id": downlink.carries.peer_id,
+                    "source": downlink.carries.source,
                 }
-                for slot in self.slots
-                if slot.carries is not None and slot.mid is not None
+                for downlink in self.downlinks
+                if downlink.carries is not None and downlink.mid is not None
             }
-            for slot in self.slots:
-                slot.downlink.mid = slot.mid
-            self._offer = _Pending(started, [t.mid for t in self.pc.getTransceivers()])
+            mids = [t.mid for t in pc.getTransceivers() if t.mid is not None]
+            self._offer = _Pending(started, mids)
             self.offers += 1
             self.participant.emit(
                 SubscribeOffer(
                     self.participant.channel_id,
                     self.participant.peer_id,
-                    sdp=self.pc.localDescription.sdp,
+                    sdp=pc.localDescription.sdp,
                     tracks=tracks,
                 )
             )
@@ -232,28 +222,27 @@ class SubscribeSession:
             raise BadSdp(f"answer refused: {type(exc).__name__}: {exc}") from None
         self._offer = None
         self._negotiated(offer, True)
-        for slot in self.slots:
-            if slot.pending is not None:
-                self._bind(slot, slot.pending)
+        for downlink in self.downlinks:
+            if downlink.pending is not None:
+                self._bind(downlink, downlink.pending)
         if self._dirty:
             self.schedule()
 
-    def _bind(self, slot: Slot, pub: Publication) -> None:
-        slot.pending = None
+    def _bind(self, downlink: Downlink, pub: Publication) -> None:
+        downlink.pending = None
         if pub.closed or pub not in self.wanted:
             # it left while the offer was out: the next offer makes the m-line inactive
             self._dirty = self._force = True
-            slot.transceiver.direction = "inactive"
+            downlink.transceiver.direction = "inactive"
             return
-        slot.publication = pub
-        pub.attach(slot.downlink)
+        pub.attach(downlink)
         self.participant.emit(
             Subscribed(
                 self.participant.channel_id,
                 self.participant.peer_id,
                 publisher=pub.peer_id,
                 source=pub.source,
-                mid=slot.mid or "",
+                mid=downlink.mid or "",
             )
         )
 
@@ -288,25 +277,24 @@ class SubscribeSession:
         """Sender reports for every fast-path m-line (aiortc's sender does not run)."""
         while True:
             await asyncio.sleep(0.5 + random.random())
-            senders = [s.downlink for s in self.slots]
+            downlinks = [d for d in self.downlinks if isinstance(d, FastDownlink)]
             reports: list[tuple[bytes, bytes]] = []
             ntp, now, wall = clock.current_ntp_time(), time.monotonic(), time.time()
-            for sender in senders:
-                assert isinstance(sender, FanoutSender)
-                sender.flush_transport_counters()
-                report = sender.sender_report(ntp, now, wall)
+            for downlink in downlinks:
+                downlink.flush_transport_counters()
+                report = downlink.sender_report(ntp, now, wall)
                 if report is not None:
-                    reports.append((report, sender.sdes))
-            ready = [s for s in senders if isinstance(s, FanoutSender) and s.hook.ready]
+                    reports.append((report, downlink.sdes))
+            ready = [d for d in downlinks if d.hook.ready]
             if reports and ready:
                 for packet in compound_reports(reports):
                     ready[0].hook.send_rtcp(packet)
 
     def stats(self) -> list[dict[str, object]]:
         items: list[dict[str, object]] = []
-        for slot in self.slots:
-            pub = slot.publication
-            for item in slot.downlink.stats():
+        for downlink in self.downlinks:
+            pub = downlink.publication
+            for item in downlink.stats():
                 if pub is not None:
                     item = {**item, "publisher": pub.peer_id, "source": pub.source}
                 items.append(item)
@@ -315,10 +303,10 @@ class SubscribeSession:
     async def close(self) -> None:
         # the finished RTCP task's traceback holds a frame that holds this session
         self._rtcp_task = None
-        for slot in self.slots:
-            self._release(slot)
-            slot.downlink.close()
-        self.slots.clear()
+        for downlink in self.downlinks:
+            self._release(downlink)
+            downlink.close()
+        self.downlinks.clear()
         self.wanted = []
         self._offer = None
         pc, self.pc = self.pc, None

@@ -1,11 +1,11 @@
 """The fallback paths: forward through aiortc's own senders.
 
-``TrackSender`` (``--forwarding track``): encoded frames go through a bounded
+``TrackDownlink`` (``--forwarding track``): encoded frames go through a bounded
 queue into a track that aiortc's sender packetizes without encoding. Slower than
 the fast path (a queue, a task and a packetizer per subscriber) but uses only
 aiortc's public sending API.
 
-``RelaySender`` (``--forwarding relay``): the decode-and-re-encode baseline
+``RelayDownlink`` (``--forwarding relay``): the decode-and-re-encode baseline
 (aiortc's MediaRelay) that the benchmarks compare against. Never the default.
 """
 
@@ -28,8 +28,8 @@ from aiortc.rtp import (
     RtpPacket,
 )
 
-from .aiortc_seam import intercept_rtcp
 from .downlink import Downlink
+from .rtc.outbound import intercept_rtcp
 
 QUEUE_LIMIT = 64  # frames; when full the oldest is dropped, never the event loop
 
@@ -49,7 +49,7 @@ class ForwardTrack(MediaStreamTrack):
             self.dropped += 1
         self.queue.put_nowait(packet)
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         packet = await self.queue.get()
@@ -59,11 +59,11 @@ class ForwardTrack(MediaStreamTrack):
         return packet
 
 
-class TrackSender(Downlink):
+class TrackDownlink(Downlink):
     """One subscriber m-line on the track path."""
 
     def __init__(self, transceiver: RTCRtpTransceiver, kind: str, viewer: str) -> None:
-        super().__init__(kind, viewer)
+        super().__init__(transceiver, kind, viewer)
         self.track = ForwardTrack(kind)
         self.sender = transceiver.sender
         self.sender.replaceTrack(self.track)
@@ -79,7 +79,7 @@ class TrackSender(Downlink):
             self._ask_keyframe()  # a new viewer needs a picture to start
 
     def unbind(self) -> None:
-        self.publication = None
+        pass  # the publication no longer writes to it
 
     def write(self, packet: RtpPacket) -> None:
         pub = self.publication
@@ -137,11 +137,11 @@ class TrackSender(Downlink):
         self.track.push(None)
 
 
-class RelaySender(Downlink):
+class RelayDownlink(Downlink):
     """One subscriber m-line fed by MediaRelay: decode once, encode per subscriber."""
 
     def __init__(self, transceiver: RTCRtpTransceiver, kind: str, viewer: str) -> None:
-        super().__init__(kind, viewer)
+        super().__init__(transceiver, kind, viewer)
         self.sender = transceiver.sender
         self._proxy: MediaStreamTrack | None = None
 
@@ -151,7 +151,6 @@ class RelaySender(Downlink):
         self.sender.replaceTrack(self._proxy)
 
     def unbind(self) -> None:
-        self.publication = None
         if self._proxy is not None:
             self._proxy.stop()
             self._proxy = None

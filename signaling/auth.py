@@ -1,16 +1,17 @@
-"""Access tokens: HS256 JWTs with the claims of the contract (PyJWT)."""
+"""Access tokens checked: HS256 JWTs with the claims of the contract (PyJWT);
+minted by ``miscord_client.tokens.issue``."""
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 
 import jwt
 from aiohttp import web
 
-ROLES = ("member", "support")
-ALGORITHM = "HS256"
+from miscord_client.tokens import ALGORITHM, ROLES, issue
+
+__all__ = ["ROLES", "AuthError", "Claims", "bearer", "issue", "verify"]
 
 
 class AuthError(Exception):
@@ -31,27 +32,6 @@ class Claims:
     @property
     def support(self) -> bool:
         return self.role == "support"
-
-
-def issue(
-    secret: str,
-    user: str,
-    channels: list[str],
-    role: str = "member",
-    ttl: float = 24 * 3600,
-    name: str | None = None,
-) -> str:
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {ROLES}")
-    claims: dict[str, object] = {
-        "sub": user,
-        "channels": channels,
-        "role": role,
-        "exp": int(time.time() + ttl),
-    }
-    if name:
-        claims["name"] = name
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
 def verify(secret: str, token: str) -> Claims:

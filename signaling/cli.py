@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from diagnostics import logs
+from miscord_client.load import cli as loadtest
 
-from . import auth, config, loadtest
+from . import auth, config
 
 
 def _raise_open_files_limit() -> None:

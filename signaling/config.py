@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from diagnostics.settings import DiagnosticsSettings
 from sfu.settings import MediaSettings
 
 ENV_PREFIX = "SFU_"
@@ -188,6 +189,15 @@ class Settings:
     def dev_login(self) -> bool:
         """The web page may offer a development login: loopback and no secret."""
         return self.loopback and self.secret_generated
+
+    def diagnostics(self) -> DiagnosticsSettings:
+        return DiagnosticsSettings(
+            stats_interval=self.stats_interval,
+            stats_history=self.stats_history,
+            timeline_retention=self.timeline_retention,
+            timeline_max_peers=self.timeline_max_peers,
+            client_stats_bytes=self.client_stats_bytes,
+        )
 
     def media(self) -> MediaSettings:
         return MediaSettings(

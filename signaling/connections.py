@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from diagnostics import logs
+from miscord_client.protocol import Close, ServerMessage
 from sfu.tasks import TaskGroup
-
-from .protocol import Close
 
 if TYPE_CHECKING:
     from sfu.participant import Participant
@@ -199,12 +198,14 @@ class ConnectionManager:
         if conn.peer_id is not None and self.by_peer.get(conn.peer_id) is conn:
             del self.by_peer[conn.peer_id]
 
-    async def close(
-        self, conn: Connection, code: int, message: str = "", reason: str = LEFT
+    async def end(
+        self, conn: Connection, reason: str, code: int, message: str = ""
     ) -> None:
-        """Unregister, tear the session down, then close the socket (idempotent).
-
-        ``reason`` is what the others in the channel are told.
+        """The one way a connection, and the participant it carries, ends,
+        whatever ended it (the socket, a leave, a newer connection, a lost
+        heartbeat, the sweep, a media timeout): unregister it, leave the media
+        core, then close the socket with ``code``. Idempotent: the first end
+        decides. ``reason`` is what the others in the channel are told.
         """
         if conn.closing:
             if conn.writer is not None and conn.writer is not asyncio.current_task():
@@ -233,20 +234,18 @@ class ConnectionManager:
 
     async def replace(self, old: Connection) -> None:
         self.counters["replaced"] += 1
-        await self.close(
-            old, Close.REPLACED, "replaced by a newer connection", REPLACED
-        )
+        await self.end(old, REPLACED, Close.REPLACED, "replaced by a newer connection")
 
     async def drop_broken(self, conn: Connection, why: str) -> None:
         if conn.closing:
             return
         self.counters["dropped_broken"] += 1
         log.warning("socket %s is broken (%s): dropping it", conn.id, why)
-        await self.close(conn, 1011, "broken", ERROR)
+        await self.end(conn, ERROR, 1011, "broken")
 
     # --- sending --------------------------------------------------------------------
 
-    def send(self, conn: Connection, message: dict[str, Any]) -> None:
+    def send(self, conn: Connection, message: ServerMessage) -> None:
         """Queue a message; never blocks. A socket too slow to drain is dropped."""
         if conn.closing:
             return
@@ -256,7 +255,7 @@ class ConnectionManager:
         conn.outbox.put_nowait(("send", message))
 
     def broadcast(
-        self, channel: str, message: dict[str, Any], exclude: Connection | None = None
+        self, channel: str, message: ServerMessage, exclude: Connection | None = None
     ) -> int:
         sent = 0
         for conn in list(self.by_channel.get(channel, ())):
@@ -305,7 +304,7 @@ class ConnectionManager:
                     now - conn.last_activity,
                 )
                 self.tasks.spawn(
-                    self.close(conn, Close.TIMEOUT, "heartbeat lost", TIMEOUT), "reap"
+                    self.end(conn, TIMEOUT, Close.TIMEOUT, "heartbeat lost"), "reap"
                 )
                 continue
             try:
@@ -331,7 +330,7 @@ class ConnectionManager:
             if stale and not conn.closing:
                 reaped += 1
                 self.counters["reaped_stale"] += 1
-                await self.close(conn, Close.TIMEOUT, "stale", TIMEOUT)
+                await self.end(conn, TIMEOUT, Close.TIMEOUT, "stale")
         for index in (self.by_user, self.by_peer):
             for key, conn in list(index.items()):
                 if conn.closing or conn.id not in self.live:
@@ -349,7 +348,7 @@ class ConnectionManager:
         """Close every connection with 1001 and stop every task."""
         await asyncio.gather(
             *(
-                self.close(conn, Close.GOING_AWAY, "server shutting down", LEFT)
+                self.end(conn, LEFT, Close.GOING_AWAY, "server shutting down")
                 for conn in list(self.live.values())
             ),
             return_exceptions=True,

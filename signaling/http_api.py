@@ -13,15 +13,10 @@ from aiohttp import web
 from yarl import URL
 
 from . import auth
+from .services import services_of
 
 STATIC = Path(__file__).parent / "static"
 USER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-def _services(request: web.Request) -> Any:
-    from .app import SERVICES
-
-    return request.app[SERVICES]
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -31,7 +26,7 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 
 def require_support(request: web.Request) -> auth.Claims:
-    claims = auth.bearer(request, _services(request).settings.secret)
+    claims = auth.bearer(request, services_of(request).settings.secret)
     if not claims.support:
         raise web.HTTPForbidden(
             text=json.dumps({"error": "this needs a support token"}),
@@ -45,7 +40,7 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    services = _services(request)
+    services = services_of(request)
     return json_response(
         {
             "status": "ok",
@@ -60,7 +55,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def config(request: web.Request) -> web.Response:
     """What the web client needs to know before signing in."""
-    return json_response({"dev_login": _services(request).settings.dev_login})
+    return json_response({"dev_login": services_of(request).settings.dev_login})
 
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -79,7 +74,7 @@ def loopback_host(request: web.Request) -> bool:
 async def dev_login(request: web.Request) -> web.Response:
     """A token for anyone, only on a loopback bind without a configured secret,
     asked for by a loopback name; a support token only if the server allows it."""
-    services = _services(request)
+    services = services_of(request)
     if not services.settings.dev_login or not loopback_host(request):
         raise web.HTTPNotFound(
             text=json.dumps({"error": "development login is off"}),
@@ -112,13 +107,13 @@ async def dev_login(request: web.Request) -> web.Response:
 
 async def websocket_stats(request: web.Request) -> web.Response:
     require_support(request)
-    return json_response(_services(request).manager.stats())
+    return json_response(services_of(request).manager.stats())
 
 
 async def forwarding_stats(request: web.Request) -> web.Response:
     require_support(request)
     reset = request.query.get("reset") == "1"
-    return json_response(_services(request).sfu.forwarding_stats(reset))
+    return json_response(services_of(request).sfu.forwarding_stats(reset))
 
 
 def _peer_access(request: web.Request) -> str:
@@ -127,7 +122,7 @@ def _peer_access(request: web.Request) -> str:
     401 without a valid token, 404 for a peer never seen (or long forgotten),
     403 for someone else's peer.
     """
-    services = _services(request)
+    services = services_of(request)
     claims = auth.bearer(request, services.settings.secret)
     peer_id = request.match_info["peer_id"]
     owner = services.diagnostics.owner_of(peer_id)
@@ -146,17 +141,17 @@ def _peer_access(request: web.Request) -> str:
 
 async def peers(request: web.Request) -> web.Response:
     require_support(request)
-    return json_response(_services(request).diagnostics.peers())
+    return json_response(services_of(request).diagnostics.peers())
 
 
 async def peer_stats(request: web.Request) -> web.Response:
     peer_id = _peer_access(request)
-    return json_response(_services(request).diagnostics.stats(peer_id))
+    return json_response(services_of(request).diagnostics.stats(peer_id))
 
 
 async def peer_report(request: web.Request) -> web.Response:
     peer_id = _peer_access(request)
-    diagnostics = _services(request).diagnostics
+    diagnostics = services_of(request).diagnostics
     wants_html = request.query.get("format") == "html" or (
         "text/html" in request.headers.get("Accept", "")
         and request.query.get("format") != "json"
@@ -181,7 +176,7 @@ async def audio_logging(request: web.Request) -> web.Response:
             text=json.dumps({"error": 'body must be {"enabled": true|false}'}),
             content_type="application/json",
         ) from None
-    diagnostics = _services(request).diagnostics
+    diagnostics = services_of(request).diagnostics
     try:
         diagnostics.set_audio_logging(peer_id, enabled)
     except LookupError as exc:
@@ -192,7 +187,7 @@ async def audio_logging(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    services = _services(request)
+    services = services_of(request)
     expected = services.settings.metrics_token
     if expected:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")

@@ -1,4 +1,5 @@
-"""The /ws wire format (signaling-v1): parsing, validation and message builders.
+"""Parsing the /ws wire format (signaling-v1; its types and codes are
+``miscord_client.protocol``'s, shared with clients).
 
 Every client frame is parsed into one dataclass below or rejected with a
 ``ProtocolError`` carrying the contract's error code and a precise message.
@@ -7,56 +8,53 @@ Every client frame is parsed into one dataclass below or rejected with a
 from __future__ import annotations
 
 import json
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
-# error codes of the contract
-BAD_JSON = "bad_json"
-BAD_MESSAGE = "bad_message"
-UNKNOWN_TYPE = "unknown_type"
-NOT_JOINED = "not_joined"
-ALREADY_JOINED = "already_joined"
-FORBIDDEN = "forbidden"
-BAD_SDP = "bad_sdp"
-RATE_LIMITED = "rate_limited"
-TOO_LARGE = "too_large"
-CHANNEL_FULL = "channel_full"
-INTERNAL = "internal"
-ERROR_CODES = (
+from miscord_client.protocol import (
+    ALREADY_JOINED,
     BAD_JSON,
     BAD_MESSAGE,
-    UNKNOWN_TYPE,
-    NOT_JOINED,
-    ALREADY_JOINED,
-    FORBIDDEN,
     BAD_SDP,
-    RATE_LIMITED,
-    TOO_LARGE,
     CHANNEL_FULL,
+    CHANNEL_ID,
+    ERROR_CODES,
+    FORBIDDEN,
     INTERNAL,
+    KINDS,
+    MAX_CANDIDATE,
+    MAX_SDP,
+    NOT_JOINED,
+    PCS,
+    RATE_LIMITED,
+    SOURCES,
+    TOO_LARGE,
+    UNKNOWN_TYPE,
+    Close,
+    Error,
+    Ref,
+    ServerMessage,
 )
 
-
-class Close(IntEnum):
-    """WebSocket close codes of the contract."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    REPLACED = 4001
-    UNAUTHORIZED = 4401
-    FORBIDDEN = 4403
-    TIMEOUT = 4408
-    RATE_LIMITED = 4429
-
-
-KINDS = ("voice", "events")
-SOURCES = ("microphone", "screen")
-PCS = ("publish", "subscribe")
-CHANNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-MAX_SDP = 200_000
-MAX_CANDIDATE = 1_000
+__all__ = [
+    "ALREADY_JOINED",
+    "BAD_JSON",
+    "BAD_MESSAGE",
+    "BAD_SDP",
+    "CHANNEL_FULL",
+    "ERROR_CODES",
+    "FORBIDDEN",
+    "INTERNAL",
+    "NOT_JOINED",
+    "RATE_LIMITED",
+    "TOO_LARGE",
+    "UNKNOWN_TYPE",
+    "Close",
+    "ProtocolError",
+    "ServerMessage",
+    "parse",
+]
 
 
 class ProtocolError(Exception):
@@ -236,7 +234,7 @@ def _stats(data: dict[str, Any], ref: Any) -> Stats:
     return Stats(report=_field(data, "report", dict, ref))
 
 
-PARSERS = {
+PARSERS: dict[str, Callable[[dict[str, Any], Any], ClientMessage]] = {
     "join": _join,
     "offer": _offer,
     "answer": _answer,
@@ -270,5 +268,5 @@ def parse(text: str) -> Envelope:
     return Envelope(type=kind, ref=ref, body=parser(data, ref))
 
 
-def error(code: str, message: str, ref: Any = None) -> dict[str, Any]:
+def error(code: str, message: str, ref: Ref = None) -> Error:
     return {"type": "error", "code": code, "message": message, "ref": ref}

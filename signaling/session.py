@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -21,9 +22,7 @@ from . import auth, protocol
 from .connections import ERROR, LEFT, Connection
 from .protocol import Close, ProtocolError
 from .ratelimit import RateLimiter
-
-if TYPE_CHECKING:
-    from .app import Services
+from .services import Services, services_of
 
 log = logs.get("websocket")
 voice_log = logs.get("voice")
@@ -40,7 +39,7 @@ class Session:
         self.limiter = RateLimiter(
             settings.rate_limit, settings.rate_burst, settings.rate_strikes
         )
-        self.handlers = {
+        self.handlers: dict[str, Callable[[Any, Any], Awaitable[None]]] = {
             "offer": self._offer,
             "answer": self._answer,
             "candidate": self._candidate,
@@ -62,9 +61,7 @@ class Session:
                 try:
                     msg = await ws.receive(timeout=timeout)
                 except TimeoutError:
-                    await self.manager.close(
-                        conn, Close.TIMEOUT, "no join in time", LEFT
-                    )
+                    await self.manager.end(conn, LEFT, Close.TIMEOUT, "no join in time")
                     return
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING):
                     reason = LEFT
@@ -79,7 +76,7 @@ class Session:
                 elif msg.type == WSMsgType.BINARY:
                     await self._frame(None, len(msg.data))
         finally:
-            await self.manager.close(conn, 1000, "", reason)
+            await self.manager.end(conn, reason, Close.NORMAL)
 
     async def _frame(self, text: str | None, size: int = 0) -> None:
         conn = self.conn
@@ -89,8 +86,8 @@ class Session:
         if not self.limiter.allow():
             self.error(protocol.RATE_LIMITED, "too many messages: slow down")
             if self.limiter.abusive:
-                await self.manager.close(
-                    conn, Close.RATE_LIMITED, "rate limit exceeded repeatedly", ERROR
+                await self.manager.end(
+                    conn, ERROR, Close.RATE_LIMITED, "rate limit exceeded repeatedly"
                 )
             return
         if text is None:
@@ -126,7 +123,7 @@ class Session:
                 protocol.INTERNAL, f"the server failed to handle {envelope.type}", ref
             )
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: protocol.ServerMessage) -> None:
         self.manager.send(self.conn, message)
 
     def error(self, code: str, message: str, ref: Any = None) -> None:
@@ -158,14 +155,14 @@ class Session:
             claims = auth.verify(self.services.settings.secret, join.token)
         except auth.AuthError as exc:
             manager.counters["rejected_auth"] += 1
-            await manager.close(conn, Close.UNAUTHORIZED, str(exc), ERROR)
+            await manager.end(conn, ERROR, Close.UNAUTHORIZED, str(exc))
             return
         if not claims.may_join(join.channel):
             manager.counters["rejected_auth"] += 1
             self.error(
                 protocol.FORBIDDEN, f"token does not allow channel {join.channel}", ref
             )
-            await manager.close(conn, Close.FORBIDDEN, "channel not allowed", ERROR)
+            await manager.end(conn, ERROR, Close.FORBIDDEN, "channel not allowed")
             return
         async with manager.user_lock(claims.user_id, join.kind):
             old = manager.current(claims.user_id, join.kind)
@@ -248,7 +245,7 @@ class Session:
 
     async def _leave(self, leave: protocol.Leave, ref: Any) -> None:
         voice_log.info("%s leaves %s", self.conn.user_id, self.conn.channel)
-        await self.manager.close(self.conn, Close.NORMAL, "left", LEFT)
+        await self.manager.end(self.conn, LEFT, Close.NORMAL, "left")
 
     async def _ping(self, ping: protocol.Ping, ref: Any) -> None:
         self.send({"type": "pong", "ref": ref})
@@ -276,9 +273,7 @@ def client_address(request: web.Request, trusted_proxies: list[str]) -> str:
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    from .app import SERVICES
-
-    services = request.app[SERVICES]
+    services = services_of(request)
     manager, settings = services.manager, services.settings
     remote = client_address(request, settings.trusted_proxies)
     refused = manager.admit(remote)

@@ -12,9 +12,9 @@ import hypothesis  # noqa: F401  (imported early: its pytest plugin imports it
 import pytest  # lazily at the end of a session, which trips a CPython 3.11.7 bug)
 from aiohttp.test_utils import TestServer
 
+from miscord_client.client import VoiceClient
 from signaling import auth
 from signaling.app import SERVICES, Services, create_app
-from signaling.client import VoiceClient
 from signaling.config import Settings
 
 SECRET = "test-secret-not-for-production-use-only"

@@ -19,8 +19,8 @@ import sys
 import time
 
 from benchmarks.common import emit
-from signaling.client import VoiceClient
-from signaling.loadclient import Counter, StampedAudio
+from miscord_client.client import VoiceClient
+from miscord_client.load.media import Counter, StampedAudio
 from tests.load_support import token
 
 CYCLE_TIMEOUT = 15.0

@@ -13,18 +13,20 @@ import random
 import re
 from collections.abc import Callable
 
-from sfu.aiortc_seam import close_peer_connection, configure_ice, new_peer_connection
+from miscord_client import ice
+from miscord_client.rtc import close_peer_connection, new_peer_connection
 
 Mutator = Callable[[random.Random, list[str]], list[str]]
 
 
 async def real_offer(video: bool = False) -> str:
     """A publish offer as VoiceClient makes it (audio, optionally video)."""
-    configure_ice(["127.0.0.1"])
+    ice.install()
     pc = new_peer_connection()
     pc.addTransceiver("audio", direction="sendonly")
     if video:
         pc.addTransceiver("video", direction="sendonly")
+    ice.prepare(pc, ice.LOOPBACK)
     await pc.setLocalDescription(await pc.createOffer())
     sdp = pc.localDescription.sdp
     await close_peer_connection(pc)
@@ -35,9 +37,10 @@ async def real_answer(offer: str) -> str:
     """A subscriber's answer to the server's subscribe offer."""
     from aiortc import RTCSessionDescription
 
-    configure_ice(["127.0.0.1"])
+    ice.install()
     pc = new_peer_connection()
     await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+    ice.prepare(pc, ice.LOOPBACK)
     await pc.setLocalDescription(await pc.createAnswer())
     sdp = pc.localDescription.sdp
     await close_peer_connection(pc)

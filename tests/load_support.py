@@ -1,6 +1,6 @@
 """Shared pieces of the load, soak, fault and abuse tests: the server in its own
 process with a census (tests/load_server.py), and calls of load-tool workers
-whose audio is measured for loss and gaps (signaling/loadtest.py)."""
+whose audio is measured for loss and gaps (miscord_client/load)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from typing import Any
 import aiohttp
 
 from benchmarks.common import ROOT, SECRET, ServerProcess, free_port
-from signaling import auth, loadtest
+from miscord_client.load.coordinator import Run, Server, WorkerProcess
+from miscord_client.load.report import Subscription
+from miscord_client.load.scenario import LoadOptions, Spec
+from signaling import auth
 
 #: census entries that must come back to their starting values
 LEAK_KEYS = (
@@ -137,7 +140,7 @@ class Call:
     whose audio is measured over a window: loss and the longest gap per
     subscription, from packet stamps and arrival times."""
 
-    def __init__(self, run: loadtest.Run, http: aiohttp.ClientSession) -> None:
+    def __init__(self, run: Run, http: aiohttp.ClientSession) -> None:
         self.run = run
         self.http = http
         self.processes = list(run.workers)
@@ -149,19 +152,19 @@ class Call:
         """``people``: (user, channel, process); everyone publishes audio."""
         options = {"warmup": 0.0, "join_timeout": 10.0, **options}
         specs = [
-            loadtest.Spec(user, channel, token(user), True, False, process)
+            Spec(user, channel, token(user), True, False, process)
             for user, channel, process in people
         ]
         processes = 1 + max(s.process for s in specs)
         http = aiohttp.ClientSession()
         workers = await asyncio.gather(
-            *(loadtest.WorkerProcess.start() for _ in range(processes))
+            *(WorkerProcess.start() for _ in range(processes))
         )
-        run = loadtest.Run(
-            loadtest.LoadOptions(server.url, SECRET, processes=processes, **options),
+        run = Run(
+            LoadOptions(server.url, SECRET, processes=processes, **options),
             specs,
             list(workers),
-            loadtest.Server(http, server.url, "", None),
+            Server(http, server.url, "", None),
             lambda line: None,
         )
         call = cls(run, http)
@@ -183,9 +186,7 @@ class Call:
         worker.kill()
         self.run.workers.remove(worker)
 
-    async def measure(
-        self, users: set[str] | None = None
-    ) -> list[loadtest.Subscription]:
+    async def measure(self, users: set[str] | None = None) -> list[Subscription]:
         """End the window; the audio subscriptions among ``users`` (default all)."""
         subscriptions, _ = await self.run.close_window()
         return [
@@ -201,7 +202,7 @@ class Call:
 
 
 def assert_continuous(
-    subscriptions: list[loadtest.Subscription], max_gap_ms: float = 200.0
+    subscriptions: list[Subscription], max_gap_ms: float = 200.0
 ) -> None:
     """Every subscription arrived, lost (almost) nothing and never went silent
     for longer than ``max_gap_ms``."""

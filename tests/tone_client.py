@@ -13,7 +13,7 @@ import asyncio
 import json
 import sys
 
-from signaling.client import VoiceClient
+from miscord_client.client import VoiceClient
 from tests.media import ToneTrack, tone_share
 from tests.voice import Ears
 

@@ -8,7 +8,7 @@ import time
 
 from aiortc import RTCPeerConnection
 
-from signaling.client import VoiceClient
+from miscord_client.client import VoiceClient
 from tests.media import HEARD, AudioRecorder, ToneTrack, tone_share
 
 
@@ -86,7 +86,9 @@ def server_counts(services) -> dict[str, int]:
         "publications": sum(
             len(p.publish.publications) for p in sfu.participants.values()
         ),
-        "slots": sum(len(p.subscribe.slots) for p in sfu.participants.values()),
+        "subscribe_downlinks": sum(
+            len(p.subscribe.downlinks) for p in sfu.participants.values()
+        ),
         "downlinks": sum(
             len(pub.downlinks)
             for p in sfu.participants.values()
