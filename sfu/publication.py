@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from aiortc import MediaStreamTrack, RTCRtpTransceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -20,13 +20,12 @@ from aiortc.rtp import RtpPacket
 
 from .audio_level import AudioLevelMeter
 from .downlink import Downlink
-from .events import Event, KeyframeRequested
+from .events import KeyframeRequested
 from .fastpath import FastDownlink, FastDownlinks, packet_args
 from .native import ffi, lib
+from .owners import PeerOwner
 from .refs import owner
 from .rtc.inbound import ReceiveHook
-from .settings import MediaSettings
-from .tasks import TaskGroup
 from .trackpath import Relay
 
 screen_log = logging.getLogger("miscord.screen")
@@ -36,22 +35,10 @@ voice_log = logging.getLogger("miscord.voice")
 PacketTap = Callable[[RtpPacket], None]
 
 
-class PublicationOwner(Protocol):
-    """What a publication needs of the participant that owns it."""
-
-    peer_id: str
-    channel_id: str
-    settings: MediaSettings
-    tasks: TaskGroup
-    closed: bool
-
-    def emit(self, event: Event) -> None: ...
-
-
 class Publication:
     def __init__(
         self,
-        participant: PublicationOwner,
+        participant: PeerOwner,
         source: str,
         transceiver: RTCRtpTransceiver,
         codec: RTCRtpCodecParameters,

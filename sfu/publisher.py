@@ -18,7 +18,8 @@ from miscord_client import ice
 from . import sdp_check
 from .errors import BadSdp
 from .events import Negotiated
-from .publication import Publication, PublicationOwner
+from .owners import ConnectionOwner
+from .publication import Publication
 from .refs import owner
 from .rtc.inbound import ActivityProbe, ReceiveHook
 from .rtc.peer import close_peer_connection, new_peer_connection, restrict_codecs
@@ -27,12 +28,8 @@ log = logging.getLogger("miscord.voice")
 screen_log = logging.getLogger("miscord.screen")
 
 
-class PublisherOwner(PublicationOwner, Protocol):
+class PublisherOwner(ConnectionOwner, Protocol):
     """What a publish connection needs of the participant that owns it."""
-
-    def watch_pc(self, name: str, pc: RTCPeerConnection) -> None: ...
-
-    def watch_dtls(self, name: str, pc: RTCPeerConnection) -> None: ...
 
     def check_screen_allowed(self) -> None: ...
 

@@ -12,7 +12,6 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription, clock
 from aiortc.exceptions import InvalidStateError
@@ -23,15 +22,14 @@ from miscord_client import ice
 from . import sdp_check
 from .downlink import Downlink
 from .errors import BadRequest, BadSdp
-from .events import Event, Negotiated, Subscribed, SubscribeOffer, Unsubscribed
+from .events import Negotiated, Subscribed, SubscribeOffer, Unsubscribed
 from .fastpath import FastDownlink
+from .owners import ConnectionOwner
 from .publication import Publication
 from .refs import owner
 from .rtc.inbound import ActivityProbe
 from .rtc.peer import close_peer_connection, new_peer_connection
 from .rtc.rtcp import compound_reports
-from .settings import MediaSettings
-from .tasks import TaskGroup
 from .trackpath import RelayDownlink, TrackDownlink
 
 log = logging.getLogger("miscord.voice")
@@ -59,24 +57,8 @@ class _Pending:
     mids: list[str] = field(default_factory=list)
 
 
-class SubscriberOwner(Protocol):
-    """What a subscribe connection needs of the participant that owns it."""
-
-    peer_id: str
-    channel_id: str
-    settings: MediaSettings
-    tasks: TaskGroup
-    closed: bool
-
-    def emit(self, event: Event) -> None: ...
-
-    def watch_pc(self, name: str, pc: RTCPeerConnection) -> None: ...
-
-    def watch_dtls(self, name: str, pc: RTCPeerConnection) -> None: ...
-
-
 class SubscribeSession:
-    def __init__(self, participant: SubscriberOwner) -> None:
+    def __init__(self, participant: ConnectionOwner) -> None:
         self.participant = owner(participant)  # the owner; no cycle
         self.pc: RTCPeerConnection | None = None
         self.probe = ActivityProbe(participant.peer_id)
