@@ -188,14 +188,18 @@ class VoiceClient:
         if future is not None and not future.done():
             future.set_result(message)
         if self.on_message is not None:
-            self.on_message(message)
+            try:
+                self.on_message(message)
+            except Exception:
+                log.exception("client: on_message failed")
         async with self._changed:
             self._changed.notify_all()
 
     async def wait_for(
-        self, predicate: Callable[[], Any], timeout: float = 10.0
+        self, predicate: Callable[[], Any], timeout: float | None = 10.0
     ) -> Any:
-        """Wait until ``predicate()`` is truthy (checked on every message)."""
+        """Wait until ``predicate()`` is truthy (checked on every message; None:
+        no deadline). ConnectionError once the connection is closed."""
 
         async def check() -> Any:
             async with self._changed:
@@ -206,6 +210,12 @@ class VoiceClient:
                 return result
 
         return await asyncio.wait_for(check(), timeout)
+
+    async def wait_closed(self, timeout: float | None = None) -> int | None:
+        """Until the server closes the connection; its close code."""
+        with contextlib.suppress(ConnectionError):
+            await self.wait_for(lambda: False, timeout)
+        return self.close_code
 
     async def wait_for_message(
         self, kind: str, timeout: float = 10.0, **fields: Any
@@ -243,22 +253,26 @@ class VoiceClient:
     ) -> None:
         """Start (or replace) sending these sources, then renegotiate."""
         async with self._lock:
-            if self.publish_pc is None:
-                self.publish_pc = new_peer_connection()
+            pc = self.publish_pc
+            if pc is None:
+                pc = self.publish_pc = new_peer_connection()
+                # the server wants the microphone's m-line first, sending or not
+                # (a screen alone still has one)
+                self.published["microphone"] = pc.addTransceiver(
+                    "audio", direction="inactive"
+                )
             for source, track in (("microphone", microphone), ("screen", screen)):
                 if track is None:
                     continue
                 transceiver = self.published.get(source)
                 if transceiver is None:
-                    transceiver = self.publish_pc.addTransceiver(
-                        track, direction="sendonly"
-                    )
+                    transceiver = pc.addTransceiver(track, direction="sendonly")
                     self.published[source] = transceiver
                 else:
                     transceiver.sender.replaceTrack(track)
                     transceiver.direction = "sendonly"
             if prepare is not None:
-                prepare(self.publish_pc)
+                prepare(pc)
             await self._negotiate_publish()
 
     async def unpublish(self, source: str) -> None:
@@ -385,7 +399,7 @@ class VoiceClient:
             "candidatePair": {},
         }
         mic = self.published.get("microphone")
-        if self.publish_pc is not None and mic is not None:
+        if mic is not None and mic.direction == "sendonly":
             track = mic.sender.track
             out: dict[str, Any] = {
                 "source": "microphone",

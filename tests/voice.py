@@ -29,17 +29,27 @@ class Ears:
         self.client = client
         self.keep_seconds = keep_seconds
         self.recorders: dict[str, AudioRecorder] = {}
-        self._tracks: dict[str, object] = {}
+        #: one recorder per received track: an m-line the server reuses for
+        #: another peer keeps its track, and its recorder follows the new peer
+        self._by_track: dict[int, tuple[object, AudioRecorder]] = {}
 
     def refresh(self) -> None:
         for remote in self.client.remote.values():
             if remote.source != "microphone":
                 continue
-            if self._tracks.get(remote.peer_id) is not remote.track:
-                self._tracks[remote.peer_id] = remote.track
-                self.recorders[remote.peer_id] = AudioRecorder(
-                    remote.track, self.keep_seconds
-                )
+            known = self._by_track.get(id(remote.track))
+            if known is None:
+                recorder = AudioRecorder(remote.track, self.keep_seconds)
+                self._by_track[id(remote.track)] = (remote.track, recorder)
+            elif self.recorders.get(remote.peer_id) is not known[1]:
+                recorder = known[1]
+                for peer, other in list(self.recorders.items()):
+                    if other is recorder:
+                        del self.recorders[peer]
+                recorder.chunks.clear()  # what came before was someone else
+            else:
+                continue
+            self.recorders[remote.peer_id] = recorder
 
     async def hears(
         self, peer_id: str, freq: float, timeout: float = 5.0, window: float = 0.5

@@ -249,3 +249,19 @@ async def test_screen_limit_per_channel(start_server, clients):
         raise AssertionError("a second screen in the channel was accepted")
     await a.unpublish("screen")
     await b.wait_for_message("track_unpublished", peer_id=a.peer_id)
+
+
+async def test_a_screen_alone_is_shared_without_a_microphone(server, clients):
+    """The Python client gives a screen-only offer the (inactive) audio m-line
+    the server wants first; viewers get the picture."""
+    from tests.media import VideoWatcher
+
+    sharer, viewer = clients(server, "sharer"), clients(server, "viewer")
+    await viewer.join("room")
+    await sharer.join("room")
+    await sharer.publish(screen=CounterScreen())
+    remote = await viewer.wait_for_track(sharer.peer_id, "screen")
+    watcher = VideoWatcher(remote.track)
+    await settle(lambda: len(watcher.frames) >= 3, timeout=10)
+    assert viewer.track_of(sharer.peer_id, "microphone") is None
+    await watcher.stop()
