@@ -219,8 +219,11 @@ async def against(args: argparse.Namespace) -> None:
     minutes), so the ratio is what the change costs, not the machine's mood."""
     other = checkout(args.against)
     runs: dict[str, list[Result]] = {args.against: [], "this": []}
-    for _ in range(args.rounds):
-        for name, root in ((args.against, other), ("this", ROOT)):
+    pair = [(args.against, other), ("this", ROOT)]
+    for n_round in range(args.rounds):
+        # ABBA: which server goes first alternates, so a drift within a round
+        # (the machine warming, the other tenant) falls on both alike
+        for name, root in pair if n_round % 2 == 0 else pair[::-1]:
             for n in (int(x) for x in args.sizes.split(",")):
                 result = await run_room("fast", n, args.seconds, root)
                 runs[name].append(result)
@@ -254,7 +257,8 @@ async def against(args: argparse.Namespace) -> None:
         f"Machine: {machine()}. Command: `scripts/bench voice_room --against "
         f"{args.against} --sizes {args.sizes} --rounds {args.rounds} --seconds "
         f"{args.seconds} --section {args.section}`: the fast path of this checkout and of {args.against}, "
-        "rounds alternating between the two servers in one run (same clients), "
+        "rounds alternating between the two servers in one run (same clients; "
+        "which goes first alternates too), "
         "server CPU per forwarded packet.\n\n" + "\n".join(lines) + "\n"
     )
     print(body)
