@@ -17,6 +17,7 @@ import asyncio
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,8 @@ class Result:
     loop_lag: dict | None
     rss_per_participant: float
     complete: bool
+    #: the local candidate type of every client connection's selected pair
+    paths: tuple[str, ...] = ()
 
     @property
     def streams(self) -> int:
@@ -76,9 +79,18 @@ class Result:
         return 100 * self.lost / self.expected if self.expected else 100.0
 
 
-async def run_room(mode: str, n: int, seconds: float, root: Path = ROOT) -> Result:
+async def run_room(
+    mode: str,
+    n: int,
+    seconds: float,
+    root: Path = ROOT,
+    server_args: Sequence[str] = (),
+    relay: bool = False,
+) -> Result:
+    """One room of ``n``; ``relay``: the clients reach the server through the
+    TURN server that ``server_args`` name, and only through it."""
     server = await ServerProcess.start(
-        "--forwarding", mode, "--max-participants", "200", root=root
+        "--forwarding", mode, "--max-participants", "200", *server_args, root=root
     )
     workers: list[Worker] = []
     try:
@@ -89,7 +101,12 @@ async def run_room(mode: str, n: int, seconds: float, root: Path = ROOT) -> Resu
             if mine:
                 workers.append(
                     await Worker.start(
-                        __spec__.name, server.url, ",".join(mine), str(n), mode
+                        __spec__.name,
+                        server.url,
+                        ",".join(mine),
+                        str(n),
+                        mode,
+                        "relay" if relay else "direct",
                     )
                 )
         ready = [await w.recv(timeout=90) for w in workers]
@@ -132,13 +149,17 @@ async def run_room(mode: str, n: int, seconds: float, root: Path = ROOT) -> Resu
         loop_lag=after["loop_lag_ms"],
         rss_per_participant=(rss - idle_rss) / n / 2**20,
         complete=complete and len(streams) == n * (n - 1),
+        paths=tuple(path for r in ready for path in r.get("paths", [])),
     )
 
 
 # --- worker process ---------------------------------------------------------------
 
 
-async def worker(url: str, users: list[str], n: int, forwarding: str) -> None:
+async def worker(
+    url: str, users: list[str], n: int, forwarding: str, relay: bool
+) -> None:
+    from miscord_client import ice
     from miscord_client.client import VoiceClient
     from miscord_client.load.media import Counter, StampedAudio, encode_tone
     from signaling import auth
@@ -149,7 +170,11 @@ async def worker(url: str, users: list[str], n: int, forwarding: str) -> None:
     for user in users:
         counter = Counter()
         client = VoiceClient(
-            url, auth.issue(SECRET, user, ["*"]), ["127.0.0.1"], raw_sink=counter
+            url,
+            auth.issue(SECRET, user, ["*"]),
+            ["127.0.0.1"],
+            raw_sink=counter,
+            relay=relay,
         )
         clients.append(client)
         try:
@@ -166,7 +191,15 @@ async def worker(url: str, users: list[str], n: int, forwarding: str) -> None:
     emit(
         {
             "ready": len(counters) == len(users)
-            and all(len(c.streams) >= n - 1 for c in counters)
+            and all(len(c.streams) >= n - 1 for c in counters),
+            "paths": [
+                connection._nominated[1].local_candidate.type
+                for client in clients
+                for pc in (client.publish_pc, client.subscribe_pc)
+                if pc is not None
+                for connection in ice.connections(pc)
+                if 1 in connection._nominated
+            ],
         }
     )
     await serve_counts(counters)
@@ -311,13 +344,14 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        url, users, n, forwarding = (
+        url, users, n, forwarding, path = (
             sys.argv[2],
             sys.argv[3].split(","),
             int(sys.argv[4]),
             sys.argv[5],
+            sys.argv[6],
         )
-        asyncio.run(worker(url, users, n, forwarding))
+        asyncio.run(worker(url, users, n, forwarding, path == "relay"))
     else:
         parser = argparse.ArgumentParser(description=__doc__)
         parser.add_argument("--modes", default="fast,track,relay")

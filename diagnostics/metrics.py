@@ -90,6 +90,16 @@ class ServerMetrics(Collector):
         yield GaugeMetricFamily(
             "miscord_channels", "Voice channels", value=len(self.sfu.channels)
         )
+        if self.sfu.ports is not None:
+            ports = GaugeMetricFamily(
+                "miscord_rtc_ports",
+                "UDP ports of the media range: its size, those promised to "
+                "participants, those bound",
+                labels=["state"],
+            )
+            for state in ("size", "reserved", "bound"):
+                ports.add_metric([state], getattr(self.sfu.ports, state))
+            yield ports
         peers = GaugeMetricFamily(
             "miscord_diagnosed_peers", "Peers with a report", labels=["state"]
         )

@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 from aiortc import (
     MediaStreamTrack,
+    RTCIceServer,
     RTCPeerConnection,
     RTCRtpTransceiver,
     RTCSessionDescription,
@@ -73,6 +74,7 @@ class VoiceClient:
         ice_hosts: list[str] | None = None,
         history: int = 2000,
         raw_sink: Callable[[RemoteTrack, RtpPacket], None] | None = None,
+        relay: bool = False,
     ) -> None:
         self.url = base_url.rstrip("/").replace("http", "ws", 1) + "/ws"
         self.token = token
@@ -83,6 +85,10 @@ class VoiceClient:
         if ice_hosts is not None:
             ice.install()
             self.ice = ice.IcePolicy(hosts=tuple(ice_hosts))
+        #: reach the server through TURN only (the relay transport policy)
+        self.relay = relay
+        #: the STUN/TURN servers of ``joined`` (TURN with credentials)
+        self.ice_servers: list[RTCIceServer] = []
         self.session: aiohttp.ClientSession | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.peer_id: str | None = None
@@ -168,7 +174,9 @@ class VoiceClient:
         self.messages.append(message)
         if kind == "error":
             self.errors.append(message)
-        if kind == "participant_joined":
+        if kind == "joined":
+            self._on_joined(message)
+        elif kind == "participant_joined":
             participant = message["participant"]
             self.participants[participant["peer_id"]] = participant
         elif kind == "participant_left":
@@ -237,13 +245,37 @@ class VoiceClient:
     async def join(self, channel: str, kind: str = "voice") -> dict[str, Any]:
         if self.ws is None:
             await self.connect()
-        joined = await self.request(
+        return await self.request(
             {"type": "join", "token": self.token, "channel": channel, "kind": kind}
         )
+
+    def _on_joined(self, joined: dict[str, Any]) -> None:
+        """Take in ``joined`` as the reader reads it: the server's subscribe
+        offer may be the very next message, and its connection needs the ICE
+        servers before ``join`` resumes."""
         self.peer_id = joined["peer_id"]
-        self.channel = channel
+        self.channel = joined["channel"]
         self.participants = {p["peer_id"]: p for p in joined["participants"]}
-        return joined
+        self.ice_servers = [
+            RTCIceServer(
+                urls=server["urls"],
+                username=server.get("username"),
+                credential=server.get("credential"),
+            )
+            for server in joined.get("ice_servers", [])
+        ]
+
+    def _new_peer_connection(self) -> RTCPeerConnection:
+        """One of this client's two connections, with the server's ICE servers."""
+        if self.relay and not any(
+            str(url).startswith("turn")
+            for server in self.ice_servers
+            for url in ([server.urls] if isinstance(server.urls, str) else server.urls)
+        ):
+            raise ValueError(
+                "relay=True, but the server's joined.ice_servers has no TURN server"
+            )
+        return new_peer_connection(self.ice_servers, relay=self.relay)
 
     async def publish(
         self,
@@ -255,7 +287,7 @@ class VoiceClient:
         async with self._lock:
             pc = self.publish_pc
             if pc is None:
-                pc = self.publish_pc = new_peer_connection()
+                pc = self.publish_pc = self._new_peer_connection()
                 # the server wants the microphone's m-line first, sending or not
                 # (a screen alone still has one)
                 self.published["microphone"] = pc.addTransceiver(
@@ -310,7 +342,7 @@ class VoiceClient:
 
     async def _on_subscribe_offer(self, message: dict[str, Any]) -> None:
         if self.subscribe_pc is None:
-            self.subscribe_pc = new_peer_connection()
+            self.subscribe_pc = self._new_peer_connection()
         pc = self.subscribe_pc
         await pc.setRemoteDescription(RTCSessionDescription(message["sdp"], "offer"))
         tracks = message.get("tracks", {})

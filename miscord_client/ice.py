@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aioice
+import aioice.ice
 import aiortc.rtcicetransport
 from aiortc import RTCPeerConnection
 
@@ -60,6 +61,14 @@ class IcePolicy:
         """RFC 7675 consent checks for as long as the connection lives."""
         await aioice.Connection.query_consent(connection)
 
+    def moved(
+        self,
+        connection: Connection,
+        old: aioice.ice.CandidatePair,
+        new: aioice.ice.CandidatePair,
+    ) -> None:
+        """The pair in use became ``new`` (a better one, nominated later)."""
+
 
 #: host candidates on 127.0.0.1 only: tests, and a server and its clients on
 #: one machine
@@ -84,6 +93,30 @@ class Connection(aioice.Connection):
             return await default(component, addresses, timeout)
         return await self.policy.candidates(
             self, component, addresses, timeout, default
+        )
+
+    def check_complete(self, pair: aioice.ice.CandidatePair) -> None:
+        """aioice's, but the pair in use is the highest-priority nominated one.
+
+        A controlling aioice nominates aggressively (every check carries
+        USE-CANDIDATE) and each nominated success replaced the pair in use, so
+        a relayed check answering after a direct one moved the media to TURN.
+        RFC 5245 (8.1.1.2) has both ends use the highest-priority nominated
+        pair, as browsers do: the two ends then agree, whatever order the
+        answers come in."""
+        before = self._nominated.get(pair.component)
+        super().check_complete(pair)
+        after = self._nominated.get(pair.component)
+        if before is None or after is None or after is before:
+            return
+        if self._priority(before) >= self._priority(after):
+            self._nominated[pair.component] = before
+        elif self.policy is not None:
+            self.policy.moved(self, before, after)
+
+    def _priority(self, pair: aioice.ice.CandidatePair) -> int:
+        return aioice.ice.candidate_pair_priority(
+            pair.local_candidate, pair.remote_candidate, self.ice_controlling
         )
 
     async def query_consent(self) -> None:

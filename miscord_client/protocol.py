@@ -21,6 +21,8 @@ BAD_SDP = "bad_sdp"
 RATE_LIMITED = "rate_limited"
 TOO_LARGE = "too_large"
 CHANNEL_FULL = "channel_full"
+#: (1.1) the server's media port range is used up
+NO_PORTS = "no_ports"
 INTERNAL = "internal"
 ERROR_CODES = (
     BAD_JSON,
@@ -33,6 +35,7 @@ ERROR_CODES = (
     RATE_LIMITED,
     TOO_LARGE,
     CHANNEL_FULL,
+    NO_PORTS,
     INTERNAL,
 )
 

@@ -23,3 +23,9 @@ class BadRequest(MediaError):
 
 class ChannelFull(MediaError):
     code = protocol.CHANNEL_FULL
+
+
+class NoPorts(MediaError):
+    """The media port range has no port left for this participant."""
+
+    code = protocol.NO_PORTS

@@ -9,6 +9,7 @@ from typing import Protocol
 from aiortc import RTCPeerConnection
 
 from .events import Event
+from .rtc.ice import ServerIcePolicy
 from .settings import MediaSettings
 from .tasks import TaskGroup
 
@@ -27,6 +28,9 @@ class PeerOwner(Protocol):
 
 class ConnectionOwner(PeerOwner, Protocol):
     """A participant as its publish and subscribe connections see it."""
+
+    #: where its peer connections gather (``MediaSettings.ice`` at its ports)
+    ice: ServerIcePolicy
 
     def watch_pc(self, name: str, pc: RTCPeerConnection) -> None: ...
 

@@ -4,7 +4,8 @@ States: ``joining`` (no media yet), ``connecting``, ``connected``,
 ``disconnected`` (connected, but nothing arrived for ``media_silence``),
 ``failed`` and ``closed``. A participant that stays failed or disconnected for
 ``media_grace`` is removed by the server with reason ``timeout``. Closing it
-ends its publications, subscriptions, peer connections and tasks, in that order.
+ends its publications, subscriptions, peer connections and tasks, in that order,
+and gives its media ports back.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from dataclasses import replace
 from typing import Any, Protocol
 
 from aiortc import RTCPeerConnection
@@ -33,6 +35,7 @@ from .publication import Publication
 from .publisher import PublishSession
 from .refs import owner
 from .rtc.ice import parse_candidate, selected_pair
+from .rtc.ports import PortLease
 from .sdp_check import MAX_CANDIDATES
 from .settings import MediaSettings
 from .subscriber import SubscribeSession
@@ -56,7 +59,12 @@ class ParticipantOwner(Protocol):
 
 class Participant:
     def __init__(
-        self, channel: ParticipantOwner, peer_id: str, user_id: str, name: str
+        self,
+        channel: ParticipantOwner,
+        peer_id: str,
+        user_id: str,
+        name: str,
+        ports: PortLease | None = None,
     ) -> None:
         self.channel = owner(channel)  # the owner; no cycle
         self.channel_id = channel.id
@@ -65,6 +73,10 @@ class Participant:
         self.user_id = user_id
         self.name = name
         self.settings = channel.settings
+        #: the media ports taken for it at join (given back when it closes)
+        self.ports = ports
+        #: where its peer connections gather: the server's, at its own ports
+        self.ice = replace(channel.settings.ice, ports=ports)
         self.tasks = TaskGroup(f"peer:{peer_id}")
         self.publish = PublishSession(self)
         self.subscribe = SubscribeSession(self)
@@ -315,8 +327,12 @@ class Participant:
         self.closed = True
         self.close_reason = reason
         await self.tasks.close()  # first: no negotiation may run on a closing pc
-        await self.publish.close()
-        await self.subscribe.close()
+        try:
+            await self.publish.close()
+            await self.subscribe.close()
+        finally:
+            if self.ports is not None:
+                self.ports.close()
         self.update_state()
         log.info("%s left %s (%s)", self.peer_id, self.channel_id, reason)
         self.emit(

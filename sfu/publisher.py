@@ -16,13 +16,14 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from miscord_client import ice
 
 from . import sdp_check
-from .errors import BadSdp
+from .errors import BadSdp, NoPorts
 from .events import Negotiated
 from .owners import ConnectionOwner
 from .publication import Publication
 from .refs import owner
 from .rtc.inbound import ActivityProbe, ReceiveHook
 from .rtc.peer import close_peer_connection, new_peer_connection, restrict_codecs
+from .rtc.ports import PortsExhausted
 
 log = logging.getLogger("miscord.voice")
 screen_log = logging.getLogger("miscord.screen")
@@ -68,7 +69,7 @@ class PublishSession:
             await pc.setRemoteDescription(RTCSessionDescription(text, "offer"))
             self._mids = [m.mid for m in offered]
             self._update_publications(pc, offered, sources)
-            ice.prepare(pc, self.participant.settings.ice)
+            ice.prepare(pc, self.participant.ice)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             # aiortc refused late (the checks above missed something): a first
@@ -76,6 +77,8 @@ class PublishSession:
             if first:
                 await self.reset()
             self._negotiated(started, False, str(exc))
+            if isinstance(exc, PortsExhausted):  # a socket to make again
+                raise NoPorts(str(exc)) from None
             raise BadSdp(f"offer refused: {type(exc).__name__}: {exc}") from None
         self.candidates = max(self.candidates, sdp_check.candidates(text))
         self.probe.admit(ssrc for media in offered for ssrc in media.ssrcs)

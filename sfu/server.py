@@ -16,12 +16,15 @@ import secrets
 import time
 from collections import deque
 
+import aioice.ice
+
 from . import rtc
 from .channel import Channel
-from .errors import ChannelFull
+from .errors import ChannelFull, NoPorts
 from .events import EventBus, MediaTimedOut, ParticipantJoined
 from .participant import Participant
 from .rtc.compat import check_compatibility, selftest
+from .rtc.ports import PortLease, PortPool, PortsExhausted
 from .settings import MediaSettings
 from .tasks import TaskGroup
 
@@ -49,6 +52,8 @@ class SfuServer:
         self.channels: dict[str, Channel] = {}
         self.participants: dict[str, Participant] = {}
         self.tasks = TaskGroup("sfu")
+        #: the media port range, when one is set
+        self.ports = PortPool(settings.rtc_ports) if settings.rtc_ports else None
         self.timed_out = 0  # participants reported for a media timeout
         #: how late the event loop ran a timer (recent ticks): queueing delay
         self.loop_lag: deque[float] = deque(maxlen=600)
@@ -61,21 +66,25 @@ class SfuServer:
     async def join(self, channel_id: str, user_id: str, name: str) -> Participant:
         """Add a participant; its media starts when it offers or is offered to."""
         channel = self.channels.get(channel_id)
-        if channel is None:
-            if len(self.channels) >= self.settings.max_channels:
-                raise ChannelFull(
-                    f"the server holds {len(self.channels)} voice channels, the most "
-                    "allowed"
-                )
-            channel = self.channels[channel_id] = Channel(
-                channel_id, self.settings, self.events
+        if channel is None and len(self.channels) >= self.settings.max_channels:
+            raise ChannelFull(
+                f"the server holds {len(self.channels)} voice channels, the most "
+                "allowed"
             )
-        if len(channel.participants) >= self.settings.max_participants:
+        if (
+            channel is not None
+            and len(channel.participants) >= self.settings.max_participants
+        ):
             raise ChannelFull(
                 f"channel {channel_id} has {len(channel.participants)} participants, "
                 "the most allowed"
             )
-        participant = Participant(channel, secrets.token_hex(6), user_id, name)
+        ports = self._lease_ports()  # the last refusal: nothing to undo after it
+        if channel is None:
+            channel = self.channels[channel_id] = Channel(
+                channel_id, self.settings, self.events
+            )
+        participant = Participant(channel, secrets.token_hex(6), user_id, name, ports)
         channel.participants[participant.peer_id] = participant
         self.participants[participant.peer_id] = participant
         log.info(
@@ -90,6 +99,19 @@ class SfuServer:
             ParticipantJoined(channel_id, participant.peer_id, participant.view())
         )
         return participant
+
+    def _lease_ports(self) -> PortLease | None:
+        """A newcomer's ports, one per address and peer connection (publish,
+        subscribe), taken before anything else so that a full range refuses
+        only the newcomer."""
+        if self.ports is None:
+            return None
+        hosts = self.settings.ice_hosts or aioice.ice.get_host_addresses(True, True)
+        try:
+            return self.ports.lease(2 * len(hosts))
+        except PortsExhausted as exc:
+            log.warning("refused a join: %s", exc)
+            raise NoPorts(str(exc)) from None
 
     def start_media(self, participant: Participant) -> None:
         """Offer the participant what the channel already publishes."""

@@ -6,12 +6,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from .rtc.ice import ServerIcePolicy
+from .rtc.ports import PortRange
 
 
 @dataclass
 class MediaSettings:
     #: addresses ICE gathers host candidates on and announces; empty = aioice's own
     ice_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    #: the address every server candidate names instead of the bound one
+    announced_ip: str | None = None
+    #: the UDP ports media sockets bind to (None: any the system gives)
+    rtc_ports: PortRange | None = None
     max_participants: int = 99
     max_channels: int = 1000
     max_screens: int = 2
@@ -35,5 +40,7 @@ class MediaSettings:
     def ice(self) -> ServerIcePolicy:
         """Where the server's peer connections gather, and their consent checks."""
         return ServerIcePolicy(
-            hosts=tuple(self.ice_hosts), consent_interval=self.consent_interval
+            hosts=tuple(self.ice_hosts),
+            consent_interval=self.consent_interval,
+            announced=self.announced_ip,
         )

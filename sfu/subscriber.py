@@ -156,7 +156,7 @@ class SubscribeSession:
             pc = self.pc
             started = time.monotonic()
             try:
-                ice.prepare(pc, self.participant.settings.ice)
+                ice.prepare(pc, self.participant.ice)
                 await pc.setLocalDescription(await pc.createOffer())
             except InvalidStateError:
                 # aiortc closes the pc itself when the client's end closes: the

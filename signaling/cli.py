@@ -31,7 +31,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"miscord-sfu serve: {exc}", file=sys.stderr)
         return 2
     _raise_open_files_limit()
-    logs.configure(settings.log_level, settings.log_format, secrets=[settings.secret])
+    logs.configure(
+        settings.log_level,
+        settings.log_format,
+        secrets=[settings.secret, settings.turn_secret],
+    )
     from .app import create_app
 
     if settings.secret_generated:

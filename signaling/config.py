@@ -16,7 +16,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from diagnostics.settings import DiagnosticsSettings
+from sfu.rtc.ports import PortRange
 from sfu.settings import MediaSettings
+
+from . import turn
 
 ENV_PREFIX = "SFU_"
 #: the shortest secret accepted: HS256 keys shorter than the hash are guessable
@@ -49,6 +52,38 @@ class Settings:
             "127.0.0.1 on a loopback bind, else every address of the machine)",
             "flag": "--ice-host",
         },
+    )
+    announced_ip: str = field(
+        default="",
+        metadata=_help(
+            "the address every server ICE candidate names instead of the bound "
+            "one (behind 1:1 NAT, or with --ice-host 0.0.0.0)"
+        ),
+    )
+    rtc_ports: str = field(
+        default="",
+        metadata=_help(
+            "LO-HI: the UDP ports media sockets bind to (empty: any); a join that "
+            "finds none free gets no_ports"
+        ),
+    )
+    turn_urls: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "a TURN or STUN URL handed to clients, e.g. "
+            "turn:turn.example.org:3478?transport=udp (repeat)",
+            "flag": "--turn-url",
+        },
+    )
+    turn_secret: str = field(
+        default="",
+        metadata=_help(
+            "the static-auth-secret of a coturn running with use-auth-secret "
+            "(needed by TURN URLs)"
+        ),
+    )
+    turn_ttl: float = field(
+        default=86400.0, metadata=_help("seconds TURN credentials stay valid")
     )
     log_level: list[str] = field(
         default_factory=lambda: ["info"],
@@ -170,10 +205,49 @@ class Settings:
             )
         if not self.ice_hosts:
             self.ice_hosts = ["127.0.0.1"] if self.loopback else []
+        self._check_reachability()
         if self.forwarding not in ("fast", "track", "relay"):
             raise ValueError("forwarding must be fast, track or relay")
         if self.log_format not in ("text", "json"):
             raise ValueError("log_format must be text or json")
+
+    def _check_reachability(self) -> None:
+        """The ICE and TURN settings: addresses, the port range, TURN URLs."""
+        for host in self.ice_hosts:
+            address = _address("ice_hosts", host)
+            if address.is_unspecified and not self.announced_ip:
+                raise _bad(
+                    "ice_hosts",
+                    f"{host} binds to every address but names none: give "
+                    "--announced-ip, the address clients reach",
+                )
+        if self.announced_ip:
+            announced = _address("announced_ip", self.announced_ip)
+            if announced.is_unspecified:
+                raise _bad("announced_ip", "must name one address clients reach")
+            for host in self.ice_hosts:
+                if _address("ice_hosts", host).version != announced.version:
+                    raise _bad(
+                        "announced_ip",
+                        f"IPv{announced.version}, but ice host {host} is not",
+                    )
+        if self.rtc_ports:
+            try:
+                PortRange.parse(self.rtc_ports)
+            except ValueError as exc:
+                raise _bad("rtc_ports", str(exc)) from None
+        for url in self.turn_urls:
+            try:
+                needs_secret = turn.check_url(url)
+            except ValueError as exc:
+                raise _bad("turn_urls", str(exc)) from None
+            if needs_secret and not self.turn_secret:
+                raise _bad(
+                    "turn_secret",
+                    f"{url} needs the TURN server's shared secret (--turn-secret)",
+                )
+        if not self.turn_ttl > 0:
+            raise _bad("turn_ttl", "must be more than 0 seconds")
 
     @property
     def loopback(self) -> bool:
@@ -202,6 +276,8 @@ class Settings:
     def media(self) -> MediaSettings:
         return MediaSettings(
             ice_hosts=list(self.ice_hosts),
+            announced_ip=self.announced_ip or None,
+            rtc_ports=PortRange.parse(self.rtc_ports) if self.rtc_ports else None,
             max_participants=self.max_participants,
             max_channels=self.max_channels,
             max_screens=self.max_screens,
@@ -211,6 +287,18 @@ class Settings:
             offer_timeout=self.offer_timeout,
             forwarding=self.forwarding,
         )
+
+
+def _bad(name: str, text: str) -> ValueError:
+    """A bad setting, named as its flag and environment variable."""
+    return ValueError(f"{name} ({_flag(name)}, {env_name(name)}): {text}")
+
+
+def _address(name: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise _bad(name, f"{text!r} is not an IP address") from None
 
 
 def _flag(name: str) -> str:

@@ -107,7 +107,15 @@ async def dev_login(request: web.Request) -> web.Response:
 
 async def websocket_stats(request: web.Request) -> web.Response:
     require_support(request)
-    return json_response(services_of(request).manager.stats())
+    services = services_of(request)
+    ports = services.sfu.ports
+    return json_response(
+        {
+            **services.manager.stats(),
+            # the media port range: its size, promised to participants, bound
+            "rtc_ports": ports.stats() if ports is not None else None,
+        }
+    )
 
 
 async def forwarding_stats(request: web.Request) -> web.Response:

@@ -16,9 +16,10 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from diagnostics import logs
+from miscord_client.protocol import IceServer
 from sfu.errors import MediaError
 
-from . import auth, protocol
+from . import auth, protocol, turn
 from .connections import ERROR, LEFT, Connection
 from .protocol import Close, ProtocolError
 from .ratelimit import RateLimiter
@@ -202,11 +203,17 @@ class Session:
                 "participants": self.services.participants_of(
                     join.channel, exclude=conn.peer_id
                 ),
-                "ice_servers": [],
+                "ice_servers": self._ice_servers(claims.user_id) if participant else [],
             }
         )
         if participant is not None:
             self.services.sfu.start_media(participant)
+
+    def _ice_servers(self, user_id: str) -> list[IceServer]:
+        settings = self.services.settings
+        return turn.ice_servers(
+            settings.turn_urls, settings.turn_secret, settings.turn_ttl, user_id
+        )
 
     # --- media ----------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from miscord_client.client import VoiceClient
 from signaling import auth
 from signaling.app import SERVICES, Services, create_app
 from signaling.config import Settings
+from tests.turn import Coturn, spare_ports, start_coturn
 
 SECRET = "test-secret-not-for-production-use-only"
 
@@ -81,9 +82,14 @@ async def server(start_server: Callable[..., Awaitable[Server]]) -> Server:
 async def clients() -> AsyncIterator[Callable[..., VoiceClient]]:
     made: list[VoiceClient] = []
 
-    def make(server: Server, user: str, **token_args: Any) -> VoiceClient:
+    def make(
+        server: Server, user: str, relay: bool = False, **token_args: Any
+    ) -> VoiceClient:
         client = VoiceClient(
-            server.url, server.token(user, **token_args), ice_hosts=["127.0.0.1"]
+            server.url,
+            server.token(user, **token_args),
+            ice_hosts=["127.0.0.1"],
+            relay=relay,
         )
         made.append(client)
         return client
@@ -91,6 +97,15 @@ async def clients() -> AsyncIterator[Callable[..., VoiceClient]]:
     yield make
     await asyncio.gather(*(c.close() for c in made), return_exceptions=True)
     gc.collect()
+
+
+@pytest.fixture
+def coturn(tmp_path: Any) -> Iterator[Coturn]:
+    """A real coturn on 127.0.0.1 (request it before the clients: they
+    deallocate through it when they close)."""
+    server = start_coturn(tmp_path, spare_ports(20))
+    yield server
+    server.stop()
 
 
 @pytest.fixture

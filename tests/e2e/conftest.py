@@ -28,6 +28,17 @@ CHROMIUM_ARGS = [
     "--disable-features=WebRtcHideLocalIpsWithMdns",
 ]
 RATE = 48000
+#: what a user behind a TURN-only firewall has: every RTCPeerConnection the
+#: page makes gathers relay candidates only, whatever the page asks
+FORCE_RELAY = """(() => {
+  const Native = window.RTCPeerConnection;
+  function RelayOnly(config = {}, ...rest) {
+    return new Native({ ...config, iceTransportPolicy: "relay" }, ...rest);
+  }
+  RelayOnly.prototype = Native.prototype;
+  Object.setPrototypeOf(RelayOnly, Native);
+  window.RTCPeerConnection = RelayOnly;
+})();"""
 
 pytestmark = pytest.mark.browser
 
@@ -76,17 +87,21 @@ async def open_page(
     server: Server, launch: Callable[..., Awaitable[Browser]]
 ) -> Callable[..., Awaitable[CallPage]]:
     """A page of the web client in a fresh browser (or a given one), on the
-    ``server`` fixture (or the given one)."""
+    ``server`` fixture (or the given one); ``relay``: its peer connections
+    use TURN only."""
 
     async def open_(
         label: str,
         freq: float = 500,
         browser: Browser | None = None,
         on: Server | None = None,
+        relay: bool = False,
     ) -> CallPage:
         if browser is None:
             browser = await launch(freq)
         page = await browser.new_page(viewport={"width": 1280, "height": 720})
+        if relay:
+            await page.add_init_script(FORCE_RELAY)
         page.set_default_timeout(DEFAULT_TIMEOUT * 1000)
         return await CallPage(page, on or server, label).goto()
 

@@ -233,5 +233,6 @@ async def test_every_contract_error_code_is_known():
         "rate_limited",
         "too_large",
         "channel_full",
+        "no_ports",
         "internal",
     }

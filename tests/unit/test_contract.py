@@ -25,6 +25,7 @@ CONTRACT_CODES = {
     "RATE_LIMITED": "rate_limited",
     "TOO_LARGE": "too_large",
     "CHANNEL_FULL": "channel_full",
+    "NO_PORTS": "no_ports",  # (1.1) reaching the server from real networks
     "INTERNAL": "internal",
 }
 

@@ -287,3 +287,90 @@ def test_parse_candidate_protocol_case_is_ignored():
 def test_parse_candidate_too_few_fields_says_so():
     with pytest.raises(ValueError, match="too few fields"):
         parse_candidate({"candidate": "candidate:1 1 udp"})
+
+
+# --- which nominated pair is used ---------------------------------------------------
+
+
+def candidate(kind: str, host: str, port: int) -> aioice.Candidate:
+    return aioice.Candidate(
+        foundation=kind,
+        component=1,
+        transport="udp",
+        priority=aioice.ice.candidate_priority(1, kind),
+        host=host,
+        port=port,
+        type=kind,
+    )
+
+
+class Recorder(IcePolicy):
+    """An IcePolicy that records the moves it is told of."""
+
+    def moved(self, connection, old, new):
+        self.moves.append((old, new))
+
+
+def nominated_success(connection, local, remote) -> aioice.ice.CandidatePair:
+    protocol = types.SimpleNamespace(local_candidate=local, transport=None)
+    pair = aioice.ice.CandidatePair(protocol, remote)
+    pair.state = aioice.ice.CandidatePair.State.SUCCEEDED
+    pair.nominated = True
+    connection._check_list.append(pair)
+    connection.check_complete(pair)
+    return pair
+
+
+@pytest.mark.parametrize("controlling", [True, False])
+async def test_a_worse_pair_nominated_later_does_not_take_over(controlling):
+    """Aggressive nomination: the relayed check answers after the direct one;
+    the direct pair (higher priority on both ends) stays in use."""
+    connection = ice.Connection(ice_controlling=controlling)
+    connection.policy = Recorder()
+    object.__setattr__(connection.policy, "moves", [])
+    local = candidate("host", "127.0.0.1", 5000)
+    direct = nominated_success(connection, local, candidate("host", "10.0.0.2", 6000))
+    nominated_success(connection, local, candidate("relay", "10.0.0.9", 7000))
+    assert connection._nominated[1] is direct
+    assert connection.policy.moves == []
+
+
+async def test_a_better_pair_nominated_later_takes_over_and_is_reported():
+    connection = ice.Connection(ice_controlling=True)
+    connection.policy = Recorder()
+    object.__setattr__(connection.policy, "moves", [])
+    local = candidate("host", "127.0.0.1", 5000)
+    relayed = nominated_success(connection, local, candidate("relay", "10.0.0.9", 7000))
+    direct = nominated_success(connection, local, candidate("host", "10.0.0.2", 6000))
+    assert connection._nominated[1] is direct
+    assert connection.policy.moves == [(relayed, direct)]
+
+
+def test_the_server_points_its_connected_socket_at_the_better_pair():
+    """The fast path sends on a connected socket: a move reconnects it (and
+    an unconnected one is left for the fast path to connect)."""
+    import socket
+
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as idle,
+    ):
+        sock.bind(("127.0.0.1", 0))
+        sock.connect(("127.0.0.1", 7000))
+        local = candidate("host", "127.0.0.1", sock.getsockname()[1])
+
+        def pair(sock, remote):
+            protocol = types.SimpleNamespace(
+                local_candidate=local, transport=types.SimpleNamespace(_sock=sock)
+            )
+            return aioice.ice.CandidatePair(protocol, remote)
+
+        old = pair(sock, candidate("relay", "127.0.0.1", 7000))
+        new = pair(sock, candidate("host", "127.0.0.1", 6000))
+        ServerIcePolicy().moved(ice.Connection(ice_controlling=True), old, new)
+        assert sock.getpeername() == ("127.0.0.1", 6000)
+        ServerIcePolicy().moved(
+            ice.Connection(ice_controlling=True), old, pair(idle, new.remote_candidate)
+        )
+        with pytest.raises(OSError):
+            idle.getpeername()

@@ -1,6 +1,7 @@
 // The console debug API: window.miscord.
 //
-//   miscord.getDebugInfo()              both services' state, connections, tracks, errors
+//   miscord.getDebugInfo()              both services' state, connections, tracks, errors,
+//                                        each connection's selected candidate pair
 //   await miscord.diagnoseAudioIssues() findings about this call's audio, printed too
 //   miscord.enableAudioDataLogging(true) levels and getStats once a second, here and
 //                                        on the server (when it allows it)
@@ -130,6 +131,8 @@ export async function diagnoseAudioIssues({ sampleMs = 1000, print = true } = {}
     const outBefore = before.outbound[0];
     const outAfter = after.outbound[0];
     checks.outbound = outAfter ?? null;
+    // how media travels: local.candidateType "relay" is through TURN
+    checks.candidatePairs = after.candidatePair;
     if (track && v.micTransceiver?.direction === "sendonly") {
       if (!increased(outBefore, outAfter, "packetsSent")) {
         add("no_outbound_packets", "critical", "No audio packets leave your browser.", {

@@ -84,6 +84,33 @@ function selectedPair(stats) {
   return pair;
 }
 
+/** A candidate of a getStats report as the debug API shows it. */
+function candidateInfo(stats, id) {
+  const c = id ? stats.get(id) : null;
+  if (!c) return null;
+  return {
+    candidateType: c.candidateType,
+    address: c.address ?? c.ip,
+    port: c.port,
+    protocol: c.protocol,
+    relayProtocol: c.relayProtocol,
+  };
+}
+
+/**
+ * The path a connection's media takes: its selected candidate pair, with the
+ * local and remote candidate (`local.candidateType === "relay"`: through TURN).
+ */
+function pathOf(stats) {
+  const pair = selectedPair(stats);
+  if (!pair) return null;
+  return {
+    currentRoundTripTime: pair.currentRoundTripTime,
+    local: candidateInfo(stats, pair.localCandidateId),
+    remote: candidateInfo(stats, pair.remoteCandidateId),
+  };
+}
+
 export class VoiceService extends EventTarget {
   constructor() {
     super();
@@ -972,10 +999,8 @@ export class VoiceService extends EventTarget {
         });
       }
       report.outbound.push(out);
-      const pair = selectedPair(stats);
-      if (pair?.currentRoundTripTime !== undefined) {
-        report.candidatePair.publish = { currentRoundTripTime: pair.currentRoundTripTime };
-      }
+      const path = pathOf(stats);
+      if (path) report.candidatePair.publish = path;
     }
     const subscribe = this.subscribePc;
     if (subscribe && subscribe.signalingState !== "closed") {
@@ -1003,10 +1028,8 @@ export class VoiceService extends EventTarget {
           audioLevel: round(s.audioLevel),
         });
       });
-      const pair = selectedPair(stats);
-      if (pair?.currentRoundTripTime !== undefined) {
-        report.candidatePair.subscribe = { currentRoundTripTime: pair.currentRoundTripTime };
-      }
+      const path = pathOf(stats);
+      if (path) report.candidatePair.subscribe = path;
     }
     this.lastStats = report;
     return report;
@@ -1072,6 +1095,8 @@ export class VoiceService extends EventTarget {
       })),
       elements: document.querySelectorAll("audio, video").length,
       statsSent: this.statsSent,
+      // the selected candidate pair of each connection, as of the last stats
+      candidatePairs: this.lastStats?.candidatePair ?? null,
       lastStats: this.lastStats,
       errors: this.errors.toJSON(),
     };
