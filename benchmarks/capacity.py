@@ -26,7 +26,7 @@ from benchmarks.common import (
     ServerProcess,
     fmt,
     machine,
-    write_section,
+    publish,
 )
 from miscord_client.load.coordinator import run
 from miscord_client.load.report import LoadResult
@@ -199,9 +199,7 @@ async def main(args: argparse.Namespace) -> None:
         + "\n".join(t.row(args.processes) for t in trials)
         + "\n"
     )
-    if args.write:
-        write_section("capacity", body)
-    print(body)
+    publish(args, "capacity", body)
 
 
 if __name__ == "__main__":

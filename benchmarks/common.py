@@ -128,12 +128,17 @@ class ServerProcess:
             return await resp.json()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        """SIGTERM; a second one if calls hold the drain open (it ends the
+        drain at once), then SIGKILL."""
+        for signal_, wait in ((self.proc.terminate, 1), (self.proc.terminate, 10)):
+            signal_()
+            try:
+                self.proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        self.proc.kill()
+        self.proc.wait()
 
 
 class Worker:
@@ -259,6 +264,13 @@ def write_section(name: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(text)
+
+
+def publish(args: Any, name: str, body: str) -> None:
+    """Print a benchmark's section, and write it unless ``--no-write``."""
+    if args.write:
+        write_section(name, body)
+    print(body)
 
 
 def fmt(value: float | None, digits: int = 1) -> str:

@@ -23,8 +23,8 @@ from benchmarks.common import (
     fmt,
     machine,
     percentile,
+    publish,
     serve_counts,
-    write_section,
 )
 
 BITRATE = 2_000_000
@@ -153,9 +153,7 @@ async def main(args: argparse.Namespace) -> None:
         + "\n".join(table)
         + "\n"
     )
-    if args.write:
-        write_section("screen_share", body)
-    print(body)
+    publish(args, "screen_share", body)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import fmt, machine, percentile, write_section
+from benchmarks.common import fmt, machine, percentile, publish
 from benchmarks.voice_room import Result, run_room
 from tests.turn import TURN_SECRET, spare_ports, start_coturn
 
@@ -92,9 +92,7 @@ async def main(args: argparse.Namespace) -> None:
         + f"\n\nAdded by TURN: p50 {added[0.5] * 1000:.2f} ms, p99 "
         f"{added[0.99] * 1000:.2f} ms (on loopback: coturn's own processing, twice).\n"
     )
-    if args.write:
-        write_section("turn_latency", body)
-    print(body)
+    publish(args, "turn_latency", body)
 
 
 def ms(values: list[float], q: float) -> str:

@@ -20,7 +20,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from benchmarks.common import fmt, machine, write_section
+from benchmarks.common import fmt, machine, publish
 
 PAYLOAD = b"x" * 120  # about an Opus packet with SRTP
 
@@ -109,9 +109,7 @@ def main(args: argparse.Namespace) -> None:
         "| receivers R | pause between rounds ms | wall µs per send | "
         "sender CPU µs per round | per send |\n|---|---|---|---|---|\n" + rows + "\n"
     )
-    if args.write:
-        write_section("udp_wakeup", body)
-    print(body)
+    publish(args, "udp_wakeup", body)
 
 
 if __name__ == "__main__":

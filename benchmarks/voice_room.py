@@ -31,6 +31,7 @@ from benchmarks.common import (
     fmt,
     machine,
     percentile,
+    publish,
     serve_counts,
     write_section,
 )
@@ -337,9 +338,7 @@ async def main(args: argparse.Namespace) -> None:
         "time (about 40 µs when the receiver sleeps, 5 µs when it is awake: "
         "`benchmarks/udp_wakeup.py`).\n\n" + table(results) + "\n"
     )
-    if args.write:
-        write_section("voice_room", body)
-    print(body)
+    publish(args, "voice_room", body)
 
 
 if __name__ == "__main__":

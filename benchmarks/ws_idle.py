@@ -25,7 +25,7 @@ from benchmarks.common import (
     emit,
     fmt,
     machine,
-    write_section,
+    publish,
 )
 
 PER_WORKER = 2500
@@ -165,9 +165,7 @@ async def main(args: argparse.Namespace) -> None:
         + "\n".join(table)
         + "\n"
     )
-    if args.write:
-        write_section("ws_idle", body)
-    print(body)
+    publish(args, "ws_idle", body)
 
 
 if __name__ == "__main__":

@@ -109,9 +109,10 @@ class Diagnostics:
 
     # --- fed by signaling --------------------------------------------------------
 
-    def error_sent(self, peer_id: str, code: str, message: str) -> None:
-        """An ``error`` was sent to this peer (goes into its timeline)."""
-        self.recorder.error_sent(peer_id, code, message)
+    def note(self, peer_id: str, kind: str, **detail: Any) -> None:
+        """What signaling saw of this peer, for its timeline: an ``error``
+        sent, a socket lost, a resume."""
+        self.recorder.note(peer_id, kind, **detail)
 
     def client_report(self, peer_id: str, report: dict[str, Any]) -> None:
         """A client ``stats`` message; raises ValueError when malformed."""

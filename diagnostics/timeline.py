@@ -82,11 +82,14 @@ class EventRecorder:
                 record.add(now, "unsubscribed", publisher=publisher, source=source)
             case events.KeyframeRequested(source=source, requested_by=by, sent=sent):
                 record.add(now, "keyframe_request", source=source, by=by, sent=sent)
+            case events.MediaRestarted():
+                record.add(now, "media_restarted")
 
-    def error_sent(self, peer_id: str, code: str, message: str) -> None:
+    def note(self, peer_id: str, kind: str, **detail: Any) -> None:
+        """Something signaling saw (an error sent, a socket lost, a resume)."""
         record = self.store.live.get(peer_id)
         if record is not None:
-            record.add(time.time(), "error", code=code, message=message[:200])
+            record.add(time.time(), kind, **detail)
 
     def _muted(self, peer_id: str) -> bool:
         participant = self.sfu.participants.get(peer_id)

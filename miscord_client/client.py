@@ -10,6 +10,12 @@
 
 It speaks the contract (``/ws``) and uses aiortc for media: a publish connection
 it offers on, a subscribe connection the server offers on.
+
+A socket lost without ``leave`` (or peer connections that failed) is resumed
+by itself (``resume=True``, contract 1.1): with backoff and jitter inside the
+server's grace, ``media: "restart"`` with new peer connections when the old
+ones failed, and a fresh join (publishing the same tracks again) when the
+server no longer knows the token. Never after ``leave`` or ``close``.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ import contextlib
 import itertools
 import json
 import logging
+import random
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -35,15 +42,27 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 
 from . import ice
-from .rtc import RawReceiver, close_peer_connection, new_peer_connection
+from .protocol import Close, MediaMode
+from .rtc import (
+    RawReceiver,
+    close_peer_connection,
+    new_peer_connection,
+    with_opus_parameters,
+)
 
 log = logging.getLogger("miscord.debug")
 
 SOURCES = {"microphone": "audio", "screen": "video"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: close codes after which the participant may still be kept: none (the
+#: connection dropped), abnormal closure, broken, heartbeat lost
+RESUMABLE = (None, 1006, 1011, Close.TIMEOUT)
+#: seconds a resume is tried before joining afresh (inside the server's 15 s)
+RESUME_WINDOW = 12.0
 
 
 class ServerError(Exception):
@@ -66,6 +85,23 @@ class RemoteTrack:
     transceiver: RTCRtpTransceiver
 
 
+class _Lent(MediaStreamTrack):
+    """The caller's track as one sender sees it. aiortc stops a sender's track
+    when its connection closes (even under us); this stand-in ends alone, so
+    the caller's track goes on to the next connection (a restart, a fresh
+    join). The client stops the caller's track itself: on unpublish, on close."""
+
+    def __init__(self, track: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = track.kind
+        self.track = track
+
+    async def recv(self) -> Any:
+        if self.readyState != "live":
+            raise MediaStreamError
+        return await self.track.recv()
+
+
 class VoiceClient:
     def __init__(
         self,
@@ -75,6 +111,8 @@ class VoiceClient:
         history: int = 2000,
         raw_sink: Callable[[RemoteTrack, RtpPacket], None] | None = None,
         relay: bool = False,
+        resume: bool = True,
+        opus_fmtp: Mapping[str, int] | None = None,
     ) -> None:
         self.url = base_url.rstrip("/").replace("http", "ws", 1) + "/ws"
         self.token = token
@@ -112,6 +150,20 @@ class VoiceClient:
         self._hooked: set[str] = set()
         self._stats_task: asyncio.Task[None] | None = None
         self.stats_sent = 0
+        #: resume by itself after a lost socket or failed media
+        self.resume = resume
+        #: Opus parameters its publish offers ask for (``useinbandfec=1``
+        #: when the Opus it sends carries FEC, as pre-encoded packets may)
+        self.opus_fmtp = dict(opus_fmtp or {})
+        #: the token of the last joined/resumed (what a resume takes)
+        self.resume_token: str | None = None
+        #: the tracks published, by source, to publish again after a restart
+        self._tracks: dict[str, MediaStreamTrack] = {}
+        #: leave() or close() was called: never resume
+        self._deliberate = False
+        self._recovery: asyncio.Task[None] | None = None
+        self.resumes = 0  # resumes that succeeded
+        self.rejoins = 0  # fresh joins after a refused resume
 
     async def __aenter__(self) -> VoiceClient:
         return self
@@ -166,15 +218,16 @@ class VoiceClient:
             for future in self._waiting.values():
                 if not future.done():
                     future.set_exception(ConnectionError(f"closed {self.close_code}"))
-            async with self._changed:
-                self._changed.notify_all()
+            if self.close_code in RESUMABLE:
+                self._recover("keep")
+            await self._notify()
 
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         self.messages.append(message)
         if kind == "error":
             self.errors.append(message)
-        if kind == "joined":
+        if kind in ("joined", "resumed"):
             self._on_joined(message)
         elif kind == "participant_joined":
             participant = message["participant"]
@@ -200,6 +253,10 @@ class VoiceClient:
                 self.on_message(message)
             except Exception:
                 log.exception("client: on_message failed")
+        await self._notify()
+
+    async def _notify(self) -> None:
+        """Wake ``wait_for``: something changed."""
         async with self._changed:
             self._changed.notify_all()
 
@@ -207,12 +264,15 @@ class VoiceClient:
         self, predicate: Callable[[], Any], timeout: float | None = 10.0
     ) -> Any:
         """Wait until ``predicate()`` is truthy (checked on every message; None:
-        no deadline). ConnectionError once the connection is closed."""
+        no deadline). ConnectionError once the connection is closed and not
+        being resumed."""
 
         async def check() -> Any:
             async with self._changed:
                 while not (result := predicate()):
-                    if self._reader is None or self._reader.done():
+                    if (
+                        self._reader is None or self._reader.done()
+                    ) and not self.reconnecting:
                         raise ConnectionError(f"connection closed ({self.close_code})")
                     await self._changed.wait()
                 return result
@@ -249,12 +309,27 @@ class VoiceClient:
             {"type": "join", "token": self.token, "channel": channel, "kind": kind}
         )
 
+    async def take_over(
+        self, resume_token: str, media: MediaMode = "restart"
+    ) -> dict[str, Any]:
+        """Instead of ``join``: resume a kept participant whose token another
+        client held (a process that restarted, a device that changed
+        networks); ``restart`` brings this client's new peer connections
+        under its publications. A refused token raises ``ConnectionError``
+        (closed 4410)."""
+        if self.ws is None:
+            await self.connect()
+        return await self.request(
+            {"type": "resume", "resume_token": resume_token, "media": media}
+        )
+
     def _on_joined(self, joined: dict[str, Any]) -> None:
         """Take in ``joined`` as the reader reads it: the server's subscribe
         offer may be the very next message, and its connection needs the ICE
         servers before ``join`` resumes."""
         self.peer_id = joined["peer_id"]
         self.channel = joined["channel"]
+        self.resume_token = joined.get("resume_token")
         self.participants = {p["peer_id"]: p for p in joined["participants"]}
         self.ice_servers = [
             RTCIceServer(
@@ -266,7 +341,8 @@ class VoiceClient:
         ]
 
     def _new_peer_connection(self) -> RTCPeerConnection:
-        """One of this client's two connections, with the server's ICE servers."""
+        """One of this client's two connections, with the server's ICE servers;
+        one that fails is restarted (``_recover``)."""
         if self.relay and not any(
             str(url).startswith("turn")
             for server in self.ice_servers
@@ -275,7 +351,16 @@ class VoiceClient:
             raise ValueError(
                 "relay=True, but the server's joined.ice_servers has no TURN server"
             )
-        return new_peer_connection(self.ice_servers, relay=self.relay)
+        pc = new_peer_connection(self.ice_servers, relay=self.relay)
+
+        @pc.on("connectionstatechange")
+        def failed() -> None:
+            # not "closed": aiortc closes a pc itself when the server ends
+            # the participant, and a close code follows on the socket
+            if pc.connectionState == "failed":
+                self._recover("restart")
+
+        return pc
 
     async def publish(
         self,
@@ -296,12 +381,13 @@ class VoiceClient:
             for source, track in (("microphone", microphone), ("screen", screen)):
                 if track is None:
                     continue
+                self._tracks[source] = track
                 transceiver = self.published.get(source)
                 if transceiver is None:
-                    transceiver = pc.addTransceiver(track, direction="sendonly")
+                    transceiver = pc.addTransceiver(_Lent(track), direction="sendonly")
                     self.published[source] = transceiver
                 else:
-                    transceiver.sender.replaceTrack(track)
+                    transceiver.sender.replaceTrack(_Lent(track))
                     transceiver.direction = "sendonly"
             if prepare is not None:
                 prepare(pc)
@@ -314,17 +400,22 @@ class VoiceClient:
             if transceiver is None or transceiver.direction == "inactive":
                 return
             transceiver.direction = "inactive"
-            track = transceiver.sender.track
+            track = self._tracks.pop(source, None)
+            lent = transceiver.sender.track
             transceiver.sender.replaceTrack(None)
-            if track is not None:
-                track.stop()
+            for stopped in (lent, track):
+                if stopped is not None:
+                    stopped.stop()
             await self._negotiate_publish()
 
     async def _negotiate_publish(self) -> None:
         pc = self.publish_pc
         assert pc is not None
         ice.prepare(pc, self.ice)
-        await pc.setLocalDescription(await pc.createOffer())
+        offer = await pc.createOffer()
+        if self.opus_fmtp:
+            offer = with_opus_parameters(offer, self.opus_fmtp)
+        await pc.setLocalDescription(offer)
         sources = {
             t.mid: source
             for source, t in self.published.items()
@@ -466,6 +557,7 @@ class VoiceClient:
         return await self.request({"type": "ping"})
 
     async def leave(self) -> None:
+        self._deliberate = True
         if self.ws is not None and not self.ws.closed:
             await self.send({"type": "leave"})
             with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
@@ -475,7 +567,15 @@ class VoiceClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close peer connections, the socket and the HTTP session."""
+        """Close peer connections, the socket and the HTTP session (a closed
+        socket without ``leave``: the server keeps the participant for its
+        grace; ``leave`` first to go at once)."""
+        self._deliberate = True
+        recovery, self._recovery = self._recovery, None
+        if recovery is not None and recovery is not asyncio.current_task():
+            recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await recovery
         stats_task, self._stats_task = self._stats_task, None
         if stats_task is not None:
             stats_task.cancel()
@@ -487,10 +587,109 @@ class VoiceClient:
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
-        for pc in (self.publish_pc, self.subscribe_pc):
-            if pc is not None:
-                await close_peer_connection(pc)
-        self.publish_pc = self.subscribe_pc = None
+        await self._drop_media()
+        for track in self._tracks.values():  # handed over by publish()
+            track.stop()
         if self.session is not None:
             await self.session.close()
             self.session = None
+
+    async def _drop_media(self) -> None:
+        """Close both peer connections; the published tracks go on (``_Lent``)."""
+        pcs = (self.publish_pc, self.subscribe_pc)
+        self.publish_pc = self.subscribe_pc = None
+        self.published, self.remote = {}, {}
+        self._hooked.clear()
+        for pc in pcs:
+            if pc is not None:
+                await close_peer_connection(pc)
+
+    # --- resuming (contract 1.1) ------------------------------------------------------
+
+    @property
+    def reconnecting(self) -> bool:
+        return self._recovery is not None and not self._recovery.done()
+
+    def _recover(self, media: MediaMode) -> None:
+        """Start resuming, unless it is deliberate, off or under way."""
+        if (
+            self._deliberate
+            or not self.resume
+            or self.resume_token is None
+            or self.reconnecting
+        ):
+            return
+        self._recovery = asyncio.create_task(self._resume(media), name="resume")
+
+    async def _resume(self, media: MediaMode) -> None:
+        """Resume on a new socket, ``restart`` if the peer connections failed;
+        retried with backoff and jitter for ``RESUME_WINDOW`` seconds; a
+        refused token (4410) or a window run out: join afresh."""
+        try:
+            if not await self._resume_within_window(media):
+                await self._join_again()
+        except (ServerError, ConnectionError, OSError, aiohttp.ClientError) as exc:
+            log.warning("client: could not join %s again: %s", self.channel, exc)
+        finally:
+            self._recovery = None  # not reconnecting: waiters look again
+            await self._notify()
+
+    async def _resume_within_window(self, media: MediaMode) -> bool:
+        """Whether it resumed (or need not: deliberate, or the server drains)."""
+        deadline = time.monotonic() + RESUME_WINDOW
+        delay = 0.25
+        while not self._deliberate and self.resume_token is not None:
+            if any(
+                pc is not None and pc.connectionState in ("failed", "closed")
+                for pc in (self.publish_pc, self.subscribe_pc)
+            ):
+                media = "restart"
+            log.info("client: resuming %s (%s media)", self.peer_id, media)
+            try:
+                await self._new_socket()
+                if media == "restart":
+                    await self._drop_media()
+                await self.take_over(self.resume_token, media)
+                if media == "restart":
+                    await self._publish_again()
+                self.resumes += 1
+                return True
+            except (ConnectionError, OSError, aiohttp.ClientError, TimeoutError):
+                if self.close_code == Close.RESUME_REFUSED:
+                    return False
+            if time.monotonic() + delay > deadline:
+                return False
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
+        return True
+
+    async def _join_again(self) -> None:
+        """The server does not know us any more: a fresh join, the same tracks."""
+        log.info("client: joining %s afresh", self.channel)
+        await self._drop_media()
+        await self._new_socket()
+        assert self.channel is not None
+        await self.join(self.channel)
+        await self._publish_again()
+        self.rejoins += 1
+
+    async def _publish_again(self) -> None:
+        tracks = dict(self._tracks)
+        if tracks:
+            await self.publish(
+                microphone=tracks.get("microphone"), screen=tracks.get("screen")
+            )
+
+    async def _new_socket(self) -> None:
+        """Replace a closed socket (or close the one whose media failed: the
+        server keeps the participant, as for any socket lost without leave)."""
+        if self.ws is not None and not self.ws.closed:
+            await self.ws.close()
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+        self.close_code = None
+        self.ws = await self.session.ws_connect(self.url, heartbeat=None, autoping=True)
+        self._reader = asyncio.create_task(self._read(), name="client-reader")

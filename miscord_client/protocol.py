@@ -51,6 +51,10 @@ class Close(IntEnum):
     FORBIDDEN = 4403
     TIMEOUT = 4408
     RATE_LIMITED = 4429
+    #: (1.1) the server is draining: try another node or later
+    TRY_AGAIN_LATER = 1013
+    #: (1.1) unknown, used or expired resume token: join afresh
+    RESUME_REFUSED = 4410
 
 
 # --- values and limits ---------------------------------------------------------------
@@ -58,6 +62,8 @@ class Close(IntEnum):
 KINDS = ("voice", "events")
 SOURCES = ("microphone", "screen")
 PCS = ("publish", "subscribe")
+#: (1.1) ``resume.media``: the client's peer connections survived, or are new
+MEDIA_MODES = ("keep", "restart")
 #: why a participant left (``participant_left.reason``)
 LEAVE_REASONS = ("left", "replaced", "timeout", "kicked", "error")
 CHANNEL_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
@@ -67,6 +73,7 @@ MAX_CANDIDATE = 1_000
 Kind = Literal["voice", "events"]
 Source = Literal["microphone", "screen"]
 Pc = Literal["publish", "subscribe"]
+MediaMode = Literal["keep", "restart"]
 Ref = str | int | None
 
 # --- shared shapes -------------------------------------------------------------------
@@ -153,6 +160,15 @@ class LeaveMessage(TypedDict):
     id: NotRequired[Ref]
 
 
+class ResumeMessage(TypedDict):
+    """(1.1) The first message of a new socket instead of ``join``."""
+
+    type: Literal["resume"]
+    resume_token: str
+    media: NotRequired[MediaMode]
+    id: NotRequired[Ref]
+
+
 class PingMessage(TypedDict):
     type: Literal["ping"]
     id: NotRequired[Ref]
@@ -175,6 +191,7 @@ ClientMessage = (
     | LeaveMessage
     | PingMessage
     | StatsMessage
+    | ResumeMessage
 )
 
 # --- server -> client ----------------------------------------------------------------
@@ -187,6 +204,28 @@ class Joined(TypedDict):
     channel: str
     participants: list[ParticipantInfo]
     ice_servers: list[IceServer]
+    #: (1.1) voice only: what ``resume`` takes, once
+    resume_token: NotRequired[str]
+
+
+class Resumed(TypedDict):
+    """(1.1) ``joined`` again, after a ``resume``, with a new token."""
+
+    type: Literal["resumed"]
+    ref: Ref
+    peer_id: str
+    channel: str
+    participants: list[ParticipantInfo]
+    ice_servers: list[IceServer]
+    resume_token: str
+
+
+class Draining(TypedDict):
+    """(1.1) The server is shutting down; it closes what is left in
+    ``deadline_s`` seconds."""
+
+    type: Literal["draining"]
+    deadline_s: float
 
 
 class Answer(TypedDict):
@@ -252,6 +291,8 @@ class Error(TypedDict):
 
 ServerMessage = (
     Joined
+    | Resumed
+    | Draining
     | Answer
     | Offer
     | ParticipantJoined

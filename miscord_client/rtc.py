@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiortc import (
@@ -19,6 +19,8 @@ from aiortc import (
     RTCIceServer,
     RTCPeerConnection,
     RTCRtpReceiver,
+    RTCSessionDescription,
+    sdp,
 )
 from aiortc.codecs import is_rtx
 from aiortc.rate import RemoteBitrateEstimator
@@ -37,6 +39,22 @@ from aiortc.rtp import (
 )
 
 log = logging.getLogger("miscord.rtc")
+
+
+def with_opus_parameters(
+    description: RTCSessionDescription, parameters: Mapping[str, int]
+) -> RTCSessionDescription:
+    """``description`` with ``parameters`` in every Opus codec's fmtp (e.g.
+    ``useinbandfec=1``, contract 1.1). aiortc writes no Opus parameters and
+    matches codec preferences on exact parameters, so the description is
+    changed, not the preferences."""
+    parsed = sdp.SessionDescription.parse(description.sdp)
+    for media in parsed.media:
+        for codec in media.rtp.codecs:
+            if codec.mimeType.lower() == "audio/opus":
+                codec.parameters.update(parameters)
+    return RTCSessionDescription(str(parsed), description.type)
+
 
 #: seconds a peer connection's own close may take before the rest of its
 #: teardown goes on without it

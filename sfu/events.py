@@ -56,6 +56,12 @@ class MediaTimedOut(Event):
 
 
 @dataclass(frozen=True)
+class MediaRestarted(Event):
+    """A participant's client brought new peer connections (a resume with
+    ``media: restart``); its publications go on."""
+
+
+@dataclass(frozen=True)
 class TrackPublished(Event):
     source: str
     kind: str

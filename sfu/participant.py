@@ -22,6 +22,7 @@ from .errors import BadRequest
 from .events import (
     Event,
     EventBus,
+    MediaRestarted,
     ParticipantLeft,
     ParticipantView,
     StateChanged,
@@ -318,6 +319,19 @@ class Participant:
         for item in self.subscribe.stats():
             items.append({**item, "pc": "subscribe"})
         return items
+
+    async def restart_media(self, grace: float) -> None:
+        """The client lost both peer connections (its network changed) and
+        brings new ones: close the old without unpublishing anything. Its
+        publications wait ``grace`` seconds for the new publish offer; the
+        subscribe side is offered anew by ``subscribe.offer_again``. The
+        others see nothing."""
+        log.info("%s restarts its media", self.peer_id)
+        await self.publish.restart(grace)
+        await self.subscribe.restart()
+        self.timed_out = False
+        self.update_state()
+        self.emit(MediaRestarted(self.channel_id, self.peer_id))
 
     async def close(self, reason: str) -> None:
         """End the publications (the others see them go), the subscriptions,

@@ -182,6 +182,38 @@ class Publication:
         if downlink.publication is self:
             downlink.unbind()
 
+    @property
+    def orphaned(self) -> bool:
+        """Its publish connection is gone; it waits for the next one (``rebind``)."""
+        return self.mid is None
+
+    def orphan(self) -> None:
+        """The publish connection carrying it closed (the client restarts its
+        media): keep the downlinks, stop receiving until ``rebind``."""
+        if self.hook is not None:
+            self.hook.publish_to(None)
+        self.hook = None
+        self.mid = None
+
+    def rebind(
+        self,
+        transceiver: RTCRtpTransceiver,
+        codec: RTCRtpCodecParameters,
+        hook: ReceiveHook | None,
+    ) -> None:
+        """Receive from a new publish connection's m-line, as the same
+        publication: its subscribers keep their m-lines and see one stream go
+        on (C takes the new SSRC at once and re-anchors them); viewers of
+        video wait for, and ask for, a keyframe of the new uplink."""
+        self.transceiver, self.codec, self.mid = transceiver, codec, transceiver.mid
+        self.hook = hook
+        if hook is not None:
+            hook.publish_to(self)
+        self.native.in_last_at = 0.0  # the old SSRC is silent: no switch delay
+        self.native.epoch += 1
+        for downlink in list(self.downlinks):
+            downlink.bind(self)
+
     def relay_track(self) -> MediaStreamTrack:
         """A MediaRelay proxy of the decoded track (relay baseline only)."""
         if self._relay is None:

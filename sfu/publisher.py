@@ -7,6 +7,7 @@ add, stop or reuse m-lines.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Protocol
@@ -24,6 +25,7 @@ from .refs import owner
 from .rtc.inbound import ActivityProbe, ReceiveHook
 from .rtc.peer import close_peer_connection, new_peer_connection, restrict_codecs
 from .rtc.ports import PortsExhausted
+from .sdp_check import codec_key
 
 log = logging.getLogger("miscord.voice")
 screen_log = logging.getLogger("miscord.screen")
@@ -103,6 +105,9 @@ class PublishSession:
                     transceiver.receiver, media.kind
                 )
             source = sources.get(media.mid) if media.sending else None
+            if source is not None and media.codec is not None:
+                # aiortc negotiates every codec again on each offer
+                restrict_codecs(transceiver, media.codec)
             current = next(
                 (p for p in self.publications.values() if p.mid == media.mid), None
             )
@@ -110,7 +115,12 @@ class PublishSession:
                 self._unpublish(current)
                 current = None
             if source is not None and current is None and media.codec is not None:
-                restrict_codecs(transceiver, media.codec)
+                orphan = self.publications.get(source)
+                if orphan is not None and orphan.orphaned:
+                    if codec_key(orphan.codec) == codec_key(media.codec):
+                        orphan.rebind(transceiver, media.codec, hook)
+                        continue  # the same publication goes on: nobody is told
+                    self._unpublish(orphan)
                 pub = Publication(
                     self.participant, source, transceiver, media.codec, hook
                 )
@@ -139,6 +149,38 @@ class PublishSession:
                 detail=detail,
             )
         )
+
+    async def restart(self, grace: float) -> None:
+        """The client lost this connection (its network changed) and will
+        offer a new one: close it but keep the publications, each waiting up
+        to ``grace`` seconds for a source of its name in the new offer
+        (``Publication.rebind``), so their subscribers see nothing. (The relay
+        baseline decodes from the old receivers: there they end.)"""
+        if self.participant.settings.forwarding == "relay":
+            await self.reset()
+            return
+        for pub in self.publications.values():
+            pub.orphan()
+        self._hooks.clear()
+        self._mids = []
+        self.probe = ActivityProbe(self.participant.peer_id)
+        pc, self.pc = self.pc, None
+        if pc is not None:
+            await close_peer_connection(pc)
+        if self.publications:
+            self.participant.tasks.spawn(self._end_orphans(grace), "orphans")
+
+    async def _end_orphans(self, grace: float) -> None:
+        await asyncio.sleep(grace)
+        for pub in list(self.publications.values()):
+            if pub.orphaned:
+                log.info(
+                    "%s did not publish %s again within %.0f s",
+                    self.participant.peer_id,
+                    pub.source,
+                    grace,
+                )
+                self._unpublish(pub)
 
     async def reset(self) -> None:
         """End every publication and close the connection."""

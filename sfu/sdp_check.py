@@ -29,6 +29,9 @@ MAX_CANDIDATES = 64
 MAX_SSRCS = 8
 #: video codecs a screen may use, most preferred first
 VIDEO_PREFERENCE = ("video/vp8", "video/h264")
+#: Opus parameters an offer may ask for that the answer keeps (contract 1.1):
+#: in-band FEC hides loss, DTX sends little in silence
+OPUS_KEPT = ("useinbandfec", "usedtx")
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,16 @@ def choose_codec(media: sdp.MediaDescription) -> RTCRtpCodecParameters | None:
         if c.mimeType.lower() != f"{media.kind}/rtx"
     ]
     if media.kind == "audio":
-        return next((c for c in common if c.mimeType.lower() == "audio/opus"), None)
+        opus = next((c for c in common if c.mimeType.lower() == "audio/opus"), None)
+        if opus is not None:
+            asked = {
+                k: v
+                for c in media.rtp.codecs
+                if c.payloadType == opus.payloadType
+                for k, v in c.parameters.items()
+            }
+            opus.parameters = {k: 1 for k in OPUS_KEPT if str(asked.get(k)) == "1"}
+        return opus
     for mime in VIDEO_PREFERENCE:
         for codec in common:
             if codec.mimeType.lower() == mime:

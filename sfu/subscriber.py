@@ -18,6 +18,7 @@ from aiortc.exceptions import InvalidStateError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 
 from miscord_client import ice
+from miscord_client.rtc import with_opus_parameters
 
 from . import sdp_check
 from .downlink import Downlink
@@ -33,6 +34,9 @@ from .rtc.rtcp import compound_reports
 from .trackpath import RelayDownlink, TrackDownlink
 
 log = logging.getLogger("miscord.voice")
+#: Opus parameters of the server's subscribe offers (contract 1.1): receivers
+#: decode the in-band FEC their senders put in
+OPUS_OFFERED = {"useinbandfec": 1}
 
 DOWNLINKS: dict[str, type[Downlink]] = {
     "fast": FastDownlink,
@@ -157,7 +161,8 @@ class SubscribeSession:
             started = time.monotonic()
             try:
                 ice.prepare(pc, self.participant.ice)
-                await pc.setLocalDescription(await pc.createOffer())
+                offer = with_opus_parameters(await pc.createOffer(), OPUS_OFFERED)
+                await pc.setLocalDescription(offer)
             except InvalidStateError:
                 # aiortc closes the pc itself when the client's end closes: the
                 # participant is leaving and there is no one to offer to
@@ -196,9 +201,7 @@ class SubscribeSession:
             self.candidates = max(self.candidates, sdp_check.candidates(text))
         except Exception as exc:
             self._negotiated(offer, False, str(exc))
-            # aiortc has no rollback: offer again (a new offer is allowed here)
-            self._offer = None
-            self.schedule(force=True)
+            self._offer_anew()
             if isinstance(exc, BadSdp):
                 raise
             raise BadSdp(f"answer refused: {type(exc).__name__}: {exc}") from None
@@ -251,9 +254,31 @@ class SubscribeSession:
             timeout,
         )
         self._negotiated(self._offer, False, "no answer in time")
+        self._offer_anew()
+        return True
+
+    def _offer_anew(self) -> None:
+        """Offer again (aiortc has no rollback; a new offer is allowed over
+        one outstanding)."""
         self._offer = None
         self.schedule(force=True)
-        return True
+
+    def offer_again(self) -> None:
+        """A new socket carries the participant: what it may have missed is
+        offered again (an outstanding offer, changes since, or everything on
+        a new connection after ``restart``); otherwise nothing is
+        renegotiated."""
+        if self._offer is not None or self._dirty or (self.pc is None and self.wanted):
+            self._offer_anew()
+
+    async def restart(self) -> None:
+        """The client lost this connection: close it and its m-lines (the
+        publications go on for everyone else); ``offer_again`` then offers
+        everything wanted on a new one."""
+        async with self._lock:  # a negotiation under way finishes first
+            wanted = self.wanted
+            await self.close()
+            self.wanted = wanted
 
     async def _run_rtcp(self) -> None:
         """Sender reports for every fast-path m-line (aiortc's sender does not run)."""
@@ -284,6 +309,8 @@ class SubscribeSession:
 
     async def close(self) -> None:
         # the finished RTCP task's traceback holds a frame that holds this session
+        if self._rtcp_task is not None:
+            self._rtcp_task.cancel()  # (a restart goes on with a new one)
         self._rtcp_task = None
         for downlink in self.downlinks:
             self._release(downlink)

@@ -18,10 +18,11 @@ from sfu.server import SfuServer
 
 from . import http_api
 from .config import Settings
-from .connections import Connection, ConnectionManager
+from .connections import ConnectionManager
 from .router import EventRouter
 from .services import SERVICES, Services
 from .session import websocket_handler
+from .voices import Voices
 
 log = logs.get("websocket")
 
@@ -30,17 +31,12 @@ def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or Settings()
     app = web.Application(client_max_size=1024 * 1024)
     bus = events.EventBus()
-    manager = ConnectionManager(settings)
     sfu = SfuServer(settings.media(), bus)
+    manager = ConnectionManager(settings, Voices(settings.resume_grace, sfu.leave))
     diagnostics = Diagnostics(settings.diagnostics(), sfu, manager)
     app[SERVICES] = Services(settings, sfu, manager, diagnostics)
     bus.subscribe(EventRouter(manager))
 
-    async def teardown(conn: Connection, reason: str) -> None:
-        if conn.participant is not None:
-            await sfu.leave(conn.participant, reason)
-
-    manager.on_teardown = teardown
     app.router.add_get("/ws", websocket_handler)
     http_api.add_routes(app)
     app.cleanup_ctx.append(_lifecycle)

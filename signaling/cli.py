@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import os
 import resource
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from diagnostics import logs
 from miscord_client.load import cli as loadtest
 
-from . import auth, config
+from . import auth, config, drain
 
 
 def _raise_open_files_limit() -> None:
@@ -49,14 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
     # what exists now (modules, classes, the app) lives as long as the process:
     # full collections stop walking it, which made them most of the GC's cost
     gc.freeze()
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        shutdown_timeout=5.0,
-        access_log=None,
-    )
+    asyncio.run(drain.serve(app, settings.host, settings.port))
     return 0
 
 

@@ -102,6 +102,20 @@ class Settings:
             "a socket silent this long (no pong, no message) is closed 4408"
         ),
     )
+    resume_grace: float = field(
+        default=15.0,
+        metadata=_help(
+            "seconds a voice participant whose socket was lost without leave is "
+            "kept for a resume (0: never kept)"
+        ),
+    )
+    drain_timeout: float = field(
+        default=30.0,
+        metadata=_help(
+            "seconds calls may go on after SIGTERM/SIGINT before the rest is "
+            "closed with 1001"
+        ),
+    )
     sweep_interval: float = field(
         default=300.0,
         metadata=_help("seconds between sweeps for stale or inconsistent connections"),
@@ -206,6 +220,9 @@ class Settings:
         if not self.ice_hosts:
             self.ice_hosts = ["127.0.0.1"] if self.loopback else []
         self._check_reachability()
+        for name in ("resume_grace", "drain_timeout"):
+            if getattr(self, name) < 0:
+                raise _bad(name, "must not be negative")
         if self.forwarding not in ("fast", "track", "relay"):
             raise ValueError("forwarding must be fast, track or relay")
         if self.log_format not in ("text", "json"):

@@ -17,7 +17,6 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from sfu.participant import Participant
 
     from .config import Settings
+    from .voices import Voice, Voices
 
 log = logs.get("websocket")
 
@@ -55,6 +55,8 @@ class Connection:
     channel: str | None = None
     kind: str | None = None
     participant: Participant | None = None
+    #: the voice participant this socket carries (see ``voices``)
+    voice: Voice | None = None
     peer_id: str | None = None  # kept after the participant is released
     messages_in: int = 0
     messages_out: int = 0
@@ -94,8 +96,11 @@ class Connection:
 
 
 class ConnectionManager:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, voices: Voices) -> None:
         self.settings = settings
+        #: voice participants, kept across sockets for a resume
+        self.voices = voices
+        #: the server drains (SIGTERM): no joins, no resumes, nothing kept
         self.live: dict[str, Connection] = {}
         self.by_user: dict[tuple[str, str], Connection] = {}
         self.by_channel: dict[str, set[Connection]] = {}
@@ -107,12 +112,9 @@ class ConnectionManager:
         self.unjoined: set[str] = set()
         #: live sockets by kind ("unjoined" until they join), kept as they change
         self.kinds: collections.Counter[str] = collections.Counter()
+        self.draining = False
         self.tasks = TaskGroup("connections")
         self._user_locks: dict[tuple[str, str], asyncio.Lock] = {}
-        #: tears a connection's session down (leaves the SFU); set by the app
-        self.on_teardown: (
-            Callable[[Connection, str], Coroutine[Any, Any, None]] | None
-        ) = None
 
     # --- lifecycle of one connection -----------------------------------------------
 
@@ -201,11 +203,12 @@ class ConnectionManager:
     async def end(
         self, conn: Connection, reason: str, code: int, message: str = ""
     ) -> None:
-        """The one way a connection, and the participant it carries, ends,
-        whatever ended it (the socket, a leave, a newer connection, a lost
-        heartbeat, the sweep, a media timeout): unregister it, leave the media
-        core, then close the socket with ``code``. Idempotent: the first end
-        decides. ``reason`` is what the others in the channel are told.
+        """The one way a connection, and the participant it carries, ends
+        for good (a leave, a newer connection, a media timeout, abuse,
+        shutdown; ``lose`` for a socket that merely went away): unregister
+        it, end its voice participant, then close the socket with ``code``.
+        Idempotent: the first end decides. ``reason`` is what the others in
+        the channel are told.
         """
         if conn.closing:
             if conn.writer is not None and conn.writer is not asyncio.current_task():
@@ -214,11 +217,12 @@ class ConnectionManager:
         conn.closing = True
         conn.close_code = code
         self._unregister(conn)
-        if self.on_teardown is not None:
+        voice, conn.voice = conn.voice, None
+        if voice is not None:
             try:
-                await self.on_teardown(conn, reason)
+                await self.voices.end(voice, reason)
             except Exception:
-                log.exception("tearing down socket %s failed", conn.id)
+                log.exception("ending the participant of socket %s failed", conn.id)
         conn.participant = None  # the socket may outlive its media session
         self.counters["closed"] += 1
         conn.outbox.put_nowait(("close", (code, message)))
@@ -232,6 +236,26 @@ class ConnectionManager:
         level = logging.INFO if code in (1000, 1001, 4001) else logging.WARNING
         log.log(level, "socket %s closed %d %s", conn.id, code, message)
 
+    async def lose(
+        self, conn: Connection, reason: str, code: int, message: str = ""
+    ) -> None:
+        """The socket went away without ``leave`` (it broke, closed, or its
+        heartbeat stopped): its voice participant is kept for a resume
+        (``Voices.lose``) and the others see nothing; anything else ends."""
+        voice = conn.voice
+        if voice is None or conn.closing or self.voices.grace <= 0 or self.draining:
+            await self.end(conn, reason, code, message)
+            return
+        conn.voice = None
+        self.counters["kept"] += 1
+        self.voices.lose(voice)
+        await self.end(conn, reason, code, message)
+
+    async def hand_over(self, old: Connection) -> None:
+        """A resume took ``old``'s participant: close ``old`` (4001) alone."""
+        old.voice = None
+        await self.end(old, REPLACED, Close.REPLACED, "resumed on another connection")
+
     async def replace(self, old: Connection) -> None:
         self.counters["replaced"] += 1
         await self.end(old, REPLACED, Close.REPLACED, "replaced by a newer connection")
@@ -241,7 +265,7 @@ class ConnectionManager:
             return
         self.counters["dropped_broken"] += 1
         log.warning("socket %s is broken (%s): dropping it", conn.id, why)
-        await self.end(conn, ERROR, 1011, "broken")
+        await self.lose(conn, ERROR, 1011, "broken")
 
     # --- sending --------------------------------------------------------------------
 
@@ -304,7 +328,7 @@ class ConnectionManager:
                     now - conn.last_activity,
                 )
                 self.tasks.spawn(
-                    self.end(conn, TIMEOUT, Close.TIMEOUT, "heartbeat lost"), "reap"
+                    self.lose(conn, TIMEOUT, Close.TIMEOUT, "heartbeat lost"), "reap"
                 )
                 continue
             try:
@@ -330,7 +354,7 @@ class ConnectionManager:
             if stale and not conn.closing:
                 reaped += 1
                 self.counters["reaped_stale"] += 1
-                await self.end(conn, TIMEOUT, Close.TIMEOUT, "stale")
+                await self.lose(conn, TIMEOUT, Close.TIMEOUT, "stale")
         for index in (self.by_user, self.by_peer):
             for key, conn in list(index.items()):
                 if conn.closing or conn.id not in self.live:
@@ -345,7 +369,8 @@ class ConnectionManager:
         return reaped
 
     async def shutdown(self) -> None:
-        """Close every connection with 1001 and stop every task."""
+        """Close every connection with 1001, end the participants kept for a
+        resume, and stop every task."""
         await asyncio.gather(
             *(
                 self.end(conn, LEFT, Close.GOING_AWAY, "server shutting down")
@@ -353,6 +378,7 @@ class ConnectionManager:
             ),
             return_exceptions=True,
         )
+        await self.voices.close()
         await self.tasks.close()
 
     # --- statistics -------------------------------------------------------------------
@@ -379,7 +405,20 @@ class ConnectionManager:
                     "dropped_broken",
                     "rejected_auth",
                     "refused_sockets",
+                    "kept",
+                    "resumed",
+                    "resume_refused",
                 )
             },
+            # voice participants whose socket is gone, kept for a resume
+            "kept_for_resume": [
+                {
+                    "peer_id": v.peer_id,
+                    "user_id": v.user_id,
+                    "channel": v.channel,
+                    "lost_ago": round(time.monotonic() - (v.lost_at or 0.0), 3),
+                }
+                for v in self.voices.kept()
+            ],
             "errors_by_code": dict(self.errors),
         }

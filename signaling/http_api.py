@@ -39,6 +39,14 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness for a load balancer: 503 from the moment the server drains
+    (``/healthz`` stays the liveness probe)."""
+    if services_of(request).manager.draining:
+        return json_response({"status": "draining"}, status=503)
+    return json_response({"status": "ready"})
+
+
 async def healthz(request: web.Request) -> web.Response:
     services = services_of(request)
     return json_response(
@@ -213,6 +221,7 @@ async def metrics(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/config", config)
     app.router.add_post("/api/dev-login", dev_login)
     app.router.add_get("/api/debug/websocket-stats", websocket_stats)

@@ -25,6 +25,7 @@ from miscord_client.protocol import (
     KINDS,
     MAX_CANDIDATE,
     MAX_SDP,
+    MEDIA_MODES,
     NO_PORTS,
     NOT_JOINED,
     PCS,
@@ -112,13 +113,21 @@ class Ping:
 
 
 @dataclass(frozen=True)
+class Resume:
+    """(1.1) Take over a kept participant; an unusable token closes 4410."""
+
+    token: str
+    media: str
+
+
+@dataclass(frozen=True)
 class Stats:
     """Client getStats summary (see docs/protocol.md); validated by diagnostics."""
 
     report: dict[str, Any]
 
 
-ClientMessage = Join | Offer | Answer | Candidate | Mute | Leave | Ping | Stats
+ClientMessage = Join | Offer | Answer | Candidate | Mute | Leave | Ping | Stats | Resume
 
 
 @dataclass(frozen=True)
@@ -232,6 +241,17 @@ def _mute(data: dict[str, Any], ref: Any) -> Mute:
     )
 
 
+def _resume(data: dict[str, Any], ref: Any) -> Resume:
+    # no string token is a refused resume (close 4410), not a bad message
+    token = data.get("resume_token")
+    media = data.get("media", "keep")
+    if media not in MEDIA_MODES:
+        raise ProtocolError(
+            BAD_MESSAGE, f"field 'media' must be one of {', '.join(MEDIA_MODES)}", ref
+        )
+    return Resume(token=token if isinstance(token, str) else "", media=media)
+
+
 def _stats(data: dict[str, Any], ref: Any) -> Stats:
     return Stats(report=_field(data, "report", dict, ref))
 
@@ -245,6 +265,7 @@ PARSERS: dict[str, Callable[[dict[str, Any], Any], ClientMessage]] = {
     "leave": lambda data, ref: Leave(),
     "ping": lambda data, ref: Ping(),
     "stats": _stats,
+    "resume": _resume,
 }
 
 

@@ -20,7 +20,7 @@ from miscord_client.protocol import IceServer
 from sfu.errors import MediaError
 
 from . import auth, protocol, turn
-from .connections import ERROR, LEFT, Connection
+from .connections import ERROR, LEFT, REPLACED, Connection
 from .protocol import Close, ProtocolError
 from .ratelimit import RateLimiter
 from .services import Services, services_of
@@ -77,7 +77,8 @@ class Session:
                 elif msg.type == WSMsgType.BINARY:
                     await self._frame(None, len(msg.data))
         finally:
-            await self.manager.end(conn, reason, Close.NORMAL)
+            # without leave (which ended it already): a voice participant is kept
+            await self.manager.lose(conn, reason, Close.NORMAL)
 
     async def _frame(self, text: str | None, size: int = 0) -> None:
         conn = self.conn
@@ -108,6 +109,8 @@ class Session:
         try:
             if envelope.type == "join":
                 await self._join(envelope.body, ref)  # type: ignore[arg-type]
+            elif envelope.type == "resume":
+                await self._resume(envelope.body, ref)  # type: ignore[arg-type]
             elif not self.conn.joined and envelope.type != "ping":
                 raise ProtocolError(protocol.NOT_JOINED, "send join first", ref)
             else:
@@ -141,17 +144,17 @@ class Session:
         )
         diagnostics = self.services.diagnostics
         if diagnostics is not None and self.conn.peer_id is not None:
-            diagnostics.error_sent(self.conn.peer_id, code, message)
+            diagnostics.note(
+                self.conn.peer_id, "error", code=code, message=message[:200]
+            )
         self.send(protocol.error(code, message, ref))
 
     # --- join -----------------------------------------------------------------------
 
     async def _join(self, join: protocol.Join, ref: Any) -> None:
         conn, manager = self.conn, self.manager
-        if conn.joined:
-            raise ProtocolError(
-                protocol.ALREADY_JOINED, "this connection has joined", ref
-            )
+        if await self._refused(ref):
+            return
         try:
             claims = auth.verify(self.services.settings.secret, join.token)
         except auth.AuthError as exc:
@@ -175,6 +178,10 @@ class Session:
                     old.id,
                 )
                 await manager.replace(old)
+            kept = manager.voices.by_user.get(claims.user_id)
+            if join.kind == "voice" and kept is not None:
+                # kept for a resume that a fresh join supersedes
+                await manager.voices.end(kept, REPLACED)
             if conn.closing:
                 return
             participant = None
@@ -194,20 +201,102 @@ class Session:
             )
             conn.peer_id = participant.peer_id if participant else None
             manager.register(conn)
-        self.send(
-            {
-                "type": "joined",
-                "ref": ref,
-                "peer_id": conn.peer_id,
-                "channel": join.channel,
-                "participants": self.services.participants_of(
-                    join.channel, exclude=conn.peer_id
-                ),
-                "ice_servers": self._ice_servers(claims.user_id) if participant else [],
-            }
-        )
+            token = None
+            if participant is not None:
+                conn.voice, token = manager.voices.add(conn, participant)
+        self._welcome("joined", ref, token)
         if participant is not None:
             self.services.sfu.start_media(participant)
+
+    async def _resume(self, resume: protocol.Resume, ref: Any) -> None:
+        """Take over a kept participant (contract 1.1): the token works once;
+        ``restart`` brings new peer connections under the same publications."""
+        conn, manager = self.conn, self.manager
+        if await self._refused(ref):
+            return
+        voice = manager.voices.find(resume.token)
+        if voice is None:
+            await self._refuse_resume()
+            return
+        async with manager.user_lock(voice.user_id, "voice"):
+            if manager.voices.find(resume.token) is not voice:
+                await self._refuse_resume()  # used meanwhile, or ended
+                return
+            old = manager.live.get(voice.conn.id) if voice.conn else None
+            if old is not None:
+                log.info(
+                    "%s resumes on socket %s: closing socket %s",
+                    voice.peer_id,
+                    conn.id,
+                    old.id,
+                )
+                await manager.hand_over(old)
+            manager.voices.attach(voice, conn)
+            participant = voice.participant
+            if resume.media == "restart":
+                # before the socket is registered: nothing of the old
+                # connections' negotiation reaches it
+                await participant.restart_media(manager.voices.grace)
+            if conn.closing or voice.ended:
+                if not voice.ended:
+                    manager.voices.lose(voice)  # the token still works
+                return
+            conn.user_id, conn.name, conn.role = voice.user_id, voice.name, voice.role
+            conn.channel, conn.kind = voice.channel, "voice"
+            conn.participant, conn.voice = participant, voice
+            conn.peer_id = voice.peer_id
+            manager.register(conn)
+            token = manager.voices.new_token(voice)
+        manager.counters["resumed"] += 1
+        voice_log.info("%s resumed (%s media)", voice.peer_id, resume.media)
+        self._welcome("resumed", ref, token)
+        diagnostics = self.services.diagnostics
+        if diagnostics is not None:
+            diagnostics.note(voice.peer_id, "resumed", media=resume.media)
+        participant.timed_out = False  # failed media is reported again
+        participant.subscribe.offer_again()
+
+    async def _refuse_resume(self) -> None:
+        self.manager.counters["resume_refused"] += 1
+        await self.manager.end(
+            self.conn,
+            ERROR,
+            Close.RESUME_REFUSED,
+            "unknown, used or expired resume token: join afresh",
+        )
+
+    async def _refused(self, ref: Any) -> bool:
+        """Whether this join or resume is refused: a second one on a joined
+        socket is an error; during a drain the socket is closed 1013."""
+        if self.conn.joined:
+            raise ProtocolError(
+                protocol.ALREADY_JOINED, "this connection has joined", ref
+            )
+        if not self.manager.draining:
+            return False
+        await self.manager.end(
+            self.conn, LEFT, Close.TRY_AGAIN_LATER, "draining: try again later"
+        )
+        return True
+
+    def _welcome(self, kind: str, ref: Any, token: str | None) -> None:
+        """``joined`` or ``resumed``: who is in the channel, the ICE servers,
+        and (voice) the token a resume takes."""
+        conn = self.conn
+        assert conn.channel is not None and conn.user_id is not None
+        message: dict[str, Any] = {
+            "type": kind,
+            "ref": ref,
+            "peer_id": conn.peer_id,
+            "channel": conn.channel,
+            "participants": self.services.participants_of(
+                conn.channel, exclude=conn.peer_id
+            ),
+            "ice_servers": self._ice_servers(conn.user_id) if token else [],
+        }
+        if token is not None:
+            message["resume_token"] = token
+        self.send(message)  # type: ignore[arg-type]
 
     def _ice_servers(self, user_id: str) -> list[IceServer]:
         settings = self.services.settings

@@ -83,13 +83,20 @@ async def clients() -> AsyncIterator[Callable[..., VoiceClient]]:
     made: list[VoiceClient] = []
 
     def make(
-        server: Server, user: str, relay: bool = False, **token_args: Any
+        server: Server,
+        user: str,
+        relay: bool = False,
+        resume: bool = True,
+        opus_fmtp: dict[str, int] | None = None,
+        **token_args: Any,
     ) -> VoiceClient:
         client = VoiceClient(
             server.url,
             server.token(user, **token_args),
             ice_hosts=["127.0.0.1"],
             relay=relay,
+            resume=resume,
+            opus_fmtp=opus_fmtp,
         )
         made.append(client)
         return client

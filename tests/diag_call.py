@@ -28,10 +28,15 @@ async def diag_server(start_server, **overrides):
 
 
 async def participant(
-    clients, server, user: str, freq: float | None = 440, stats: bool = True
+    clients,
+    server,
+    user: str,
+    freq: float | None = 440,
+    stats: bool = True,
+    **client_args,
 ):
     """A voice participant; ``freq`` None publishes nothing."""
-    client = clients(server, user)
+    client = clients(server, user, **client_args)
     await client.join("room")
     if freq is not None:
         client.tone = ToneTrack(freq)

@@ -13,9 +13,9 @@ from tests.media import HEARD, AudioRecorder, ToneTrack, tone_share
 
 
 async def tone_participant(
-    clients, server, user: str, freq: float, channel: str = "room"
+    clients, server, user: str, freq: float, channel: str = "room", **client_args
 ) -> VoiceClient:
-    client = clients(server, user)
+    client = clients(server, user, **client_args)
     await client.join(channel)
     client.tone = ToneTrack(freq)
     await client.publish(microphone=client.tone)

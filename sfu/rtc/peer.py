@@ -29,10 +29,14 @@ async def close_peer_connection(pc: RTCPeerConnection) -> None:
 def restrict_codecs(
     transceiver: RTCRtpTransceiver, keep: RTCRtpCodecParameters
 ) -> None:
-    """Answer with one codec (and its RTX) so the publisher sends only that one."""
+    """Answer with one codec (and its RTX) so the publisher sends only that
+    one, with ``keep``'s parameters (Opus: the FEC and DTX the offer asked for)."""
     transceiver._codecs = [
         c
         for c in transceiver._codecs
         if c.payloadType == keep.payloadType
         or (is_rtx(c) and c.parameters.get("apt") == keep.payloadType)
     ]
+    for codec in transceiver._codecs:
+        if codec.payloadType == keep.payloadType:
+            codec.parameters = dict(keep.parameters)

@@ -165,7 +165,8 @@ async def test_reconnects_after_an_unexpected_drop(server, open_page):
     a_id, b_id = await asyncio.gather(
         alice.join("alice", "drops"), bob.join("bob", "drops")
     )
-    # the server drops bob's socket (as when its heartbeat is lost)
+    # the server ends bob for good (as a media timeout does): its resume is
+    # refused (4410) and it joins afresh, as a new peer
     manager = server.services.manager
     await manager.end(manager.by_peer[b_id], TIMEOUT, Close.TIMEOUT, "test drop")
 
@@ -180,7 +181,8 @@ async def test_reconnects_after_an_unexpected_drop(server, open_page):
     new_b = await bob.js("window.miscord.voiceService.peerId")
     await asyncio.gather(alice.wait_hearing(new_b), bob.wait_hearing(a_id))
     info = await bob.debug()
-    assert info["websocket"]["voice"]["lastClose"]["code"] == Close.TIMEOUT
+    assert info["websocket"]["voice"]["lastClose"]["code"] == Close.RESUME_REFUSED
+    assert manager.counters["resume_refused"] == 1
     assert info["voice"]["participants"] and len(info["voice"]["participants"]) == 2
 
 

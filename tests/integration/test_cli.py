@@ -165,3 +165,25 @@ async def test_token_command_prints_a_token_the_server_accepts():
         {"ts", "level", "category", "emoji", "msg"} <= set(line) for line in lines
     )
     assert secret not in out and token not in out
+
+
+async def test_systemd_hears_ready_once_it_listens_and_stopping_at_sigterm(tmp_path):
+    """``Type=notify``: READY=1 when /healthz answers, STOPPING=1 at SIGTERM
+    (before the drain ends), exit status 0."""
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(path)
+        systemd.settimeout(20)
+        proc, url = serve(env=clean_env(NOTIFY_SOCKET=path))
+        try:
+            ready = await asyncio.to_thread(systemd.recv, 100)
+            assert ready == b"READY=1"
+            await wait_healthy(url, timeout=1)  # it listens already
+            proc.send_signal(signal.SIGTERM)
+            stopping = await asyncio.to_thread(systemd.recv, 100)
+            assert stopping == b"STOPPING=1"
+            assert await asyncio.to_thread(proc.wait, 10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()

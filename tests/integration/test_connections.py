@@ -16,6 +16,9 @@ def registries_empty(services) -> bool:
         or manager.by_peer
         or services.sfu.participants
         or services.sfu.channels
+        or manager.voices.by_peer
+        or manager.voices.by_user
+        or manager.voices._tokens
     )
 
 
@@ -70,12 +73,18 @@ async def test_replacement_never_has_two_registered(server, sockets):
     assert manager.counters["replaced"] == 4
 
 
-async def test_500_cycles_leave_nothing_behind(server, sockets):
+async def test_500_cycles_leave_nothing_behind(start_server, sockets):
+    """Voice sockets that close without leave are kept for a resume: the short
+    grace ends them (and their timers) too."""
+    server = await start_server(resume_grace=0.2)
     tasks_before = len(asyncio.all_tasks())
     for i in range(500):
         ws = await sockets(server)
         kind = "voice" if i % 2 else "events"
         await ws.join(server.token(f"user{i % 7}"), channel=f"ch{i % 3}", kind=kind)
+        if i % 4 == 3:
+            await ws.send({"type": "leave"})
+            assert await ws.closed() == 1000
         await ws.close()
     for _ in range(50):
         if registries_empty(server.services):
@@ -86,13 +95,16 @@ async def test_500_cycles_leave_nothing_behind(server, sockets):
     assert manager.counters["opened"] == manager.counters["closed"] == 500
     assert not manager._user_locks
     assert len(manager.tasks) == 2  # heartbeat and sweep
+    assert len(manager.voices.tasks) == 0  # every grace timer ended
     assert len(asyncio.all_tasks()) <= tasks_before + 1
 
 
 async def test_client_that_stops_answering_is_reaped_by_heartbeat(
     start_server, sockets
 ):
-    server = await start_server(heartbeat_interval=0.3, heartbeat_timeout=1.5)
+    server = await start_server(
+        heartbeat_interval=0.3, heartbeat_timeout=1.5, resume_grace=0.5
+    )
     watcher = await sockets(server)
     await watcher.join(server.token("watcher"))
     # autoping off and never reading: pings go unanswered, no close frame ever
@@ -152,14 +164,16 @@ async def test_slow_consumer_is_dropped_not_waited_for(start_server, sockets):
     assert await fast.alive()
 
 
-async def test_disconnect_needs_only_the_socket(server, sockets):
+async def test_disconnect_needs_only_the_socket(start_server, sockets):
+    """Without leave the participant is kept for its grace, then gone."""
+    server = await start_server(resume_grace=0.5)
     watcher = await sockets(server)
     await watcher.join(server.token("watcher"))
     ws = await sockets(server)
     peer = (await ws.join(server.token("alice")))["peer_id"]
     await ws.ws.close()  # no leave message
     left = await watcher.expect("participant_left")
-    assert left["peer_id"] == peer and left["reason"] == "left"
+    assert left["peer_id"] == peer and left["reason"] == "timeout"
     assert peer not in server.services.sfu.participants
 
 
@@ -210,8 +224,12 @@ async def test_stats_endpoint_counts_exactly(server, sockets):
         "dropped_broken": 0,
         "rejected_auth": 1,
         "refused_sockets": 0,
+        "kept": 0,
+        "resumed": 0,
+        "resume_refused": 0,
     }
     assert stats["errors_by_code"] == {"bad_json": 1, "unknown_type": 1}
+    assert stats["kept_for_resume"] == []
     alice = next(m for m in stats["connections"] if m["user_id"] == "alice")
     assert alice["channel"] == "two" and alice["kind"] == "voice" and alice["peer_id"]
     for field in (

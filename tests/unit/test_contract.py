@@ -67,6 +67,8 @@ CLOSE_CODES = {
     "FORBIDDEN": 4403,
     "TIMEOUT": 4408,
     "RATE_LIMITED": 4429,
+    "TRY_AGAIN_LATER": 1013,  # (1.1) draining
+    "RESUME_REFUSED": 4410,  # (1.1) resuming
 }
 
 
@@ -122,7 +124,7 @@ def test_signaling_parses_every_client_message_type():
 
 def test_server_message_types_are_unique():
     types = [_literal_type(t) for t in typing.get_args(protocol.ServerMessage)]
-    assert len(types) == len(set(types)) == 11
+    assert len(types) == len(set(types)) == 13  # (1.1): resumed, draining
 
 
 @pytest.mark.parametrize(

@@ -483,3 +483,31 @@ def test_choose_codec_opus_among_other_audio():
 
 def test_choose_codec_audio_without_opus():
     assert choose_codec(media_of(audio(codecs=["0 PCMU/8000"]))) is None
+
+
+# --- Opus FEC and DTX (contract 1.1) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmtp", "kept"),
+    [
+        ("minptime=10;useinbandfec=1;usedtx=1", {"useinbandfec": 1, "usedtx": 1}),
+        ("minptime=10;useinbandfec=1", {"useinbandfec": 1}),
+        ("usedtx=1;stereo=1", {"usedtx": 1}),
+        ("useinbandfec=0;usedtx=0", {}),
+        (None, {}),
+    ],
+    ids=["fec-dtx", "fec", "dtx-last", "off", "no-fmtp"],
+)
+def test_choose_codec_keeps_the_opus_loss_parameters_asked_for(fmtp, kept):
+    extra = (f"a=fmtp:111 {fmtp}",) if fmtp else ()
+    codec = choose_codec(media_of(audio(extra=extra)))
+    assert codec.parameters == kept
+
+
+def test_choose_codec_takes_parameters_of_the_chosen_payload_type_only():
+    section = audio(
+        codecs=["111 opus/48000/2", "63 red/48000/2"],
+        extra=("a=fmtp:63 useinbandfec=1",),
+    )
+    assert choose_codec(media_of(section)).parameters == {}

@@ -4,6 +4,11 @@
 // The subscribe offer's `tracks` map ({mid: {peer_id, source}}) says what each
 // m-line carries; m-lines absent from it are inactive and may later carry another
 // participant, so the mapping is rebuilt on every offer.
+//
+// A lost socket does not end the call (contract 1.1): the peer connections
+// keep playing while signaling resumes the same participant; peer connections
+// that failed (or a network that came back) make the resume bring new ones,
+// under the same publications, so the others notice nothing.
 
 import { ErrorLog, logger } from "./log.js";
 import { websocketService } from "./websocketService.js";
@@ -151,6 +156,8 @@ export class VoiceService extends EventTarget {
     this._audioUnlock = null;
     this._joinAttempt = 0;
     this.audioContainer = null;
+    // the network came back (maybe another one): new peer connections at once
+    globalThis.addEventListener?.("online", () => this._onNetworkBack());
   }
 
   // --- small helpers ---------------------------------------------------------------
@@ -328,7 +335,9 @@ export class VoiceService extends EventTarget {
     }
     this.connection = connection;
     connection.addEventListener("joined", (e) => {
-      if (connection === this.connection) this._onJoined(e.detail.message, e.detail.rejoin);
+      if (connection !== this.connection) return;
+      if (e.detail.resumed === "keep") this._onResumed(e.detail.message);
+      else this._onJoined(e.detail.message, e.detail.rejoin);
     });
     connection.addEventListener("message", (e) => {
       if (connection === this.connection) this._onMessage(e.detail);
@@ -390,12 +399,38 @@ export class VoiceService extends EventTarget {
     this._startStats();
   }
 
-  _onDisconnected({ code, delay }) {
-    this._teardownMedia();
-    for (const [peerId, p] of this.participants) if (!p.self) this.participants.delete(peerId);
-    this._setState("reconnecting", { code, delay });
-    this._notice("warning", `Connection lost: reconnecting in ${(delay / 1000).toFixed(1)} s…`, "reconnecting");
+  /** A resume kept our peer connections: the call goes on; catch up on who is here. */
+  _onResumed(message) {
+    this.iceServers = message.ice_servers ?? this.iceServers;
+    const present = new Set(message.participants.map((p) => p.peer_id));
+    for (const [peerId, p] of this.participants) {
+      if (!p.self && !present.has(peerId)) this._forget(peerId);
+    }
+    for (const p of message.participants) {
+      const known = this.participants.get(p.peer_id);
+      this._addParticipant(p);
+      if (known) Object.assign(this.participants.get(p.peer_id), { speaking: known.speaking, level: known.level });
+    }
+    if (this.muted) this.connection.send({ type: "mute", source: "microphone", muted: true });
+    log.success(`resumed in ${this.channel}: the call went on`);
+    const pcs = Object.values(this._pcs).map((e) => e.pc);
+    const connected = pcs.length && pcs.every((pc) => pc.connectionState === "connected");
+    this._setState(connected ? "connected" : "connecting", { resumed: true });
     this._emit("all");
+  }
+
+  _onDisconnected({ code, delay }) {
+    // the peer connections go on playing: a resume keeps them
+    this._setState("reconnecting", { code, delay });
+    this._notice("warning", "Connection lost: reconnecting…", "reconnecting");
+    this._emit("all");
+  }
+
+  _onNetworkBack() {
+    if (!this.connection || !this.inCall) return;
+    log.warn("the network is back: resuming with new peer connections");
+    this.connection.restart("the network changed", "restart");
+    this.connection.reconnectNow();
   }
 
   _onClosed({ why, code, error }) {
@@ -531,6 +566,7 @@ export class VoiceService extends EventTarget {
 
   _mediaFailed(reason) {
     if (!this.connection) return;
+    if (this.state === "reconnecting" && this.connection.resumeMedia === "restart") return; // on its way
     this.mediaRestarts += 1;
     log.error(reason);
     this.errors.add("media_failed", reason);
@@ -541,7 +577,7 @@ export class VoiceService extends EventTarget {
       return;
     }
     this._notice("error", `${reason}: reconnecting…`, "media_failed");
-    this.connection.restart(reason);
+    this.connection.restart(reason, "restart");
   }
 
   // --- publishing ------------------------------------------------------------------
@@ -770,6 +806,13 @@ export class VoiceService extends EventTarget {
     });
   }
 
+  _forget(peerId) {
+    this.participants.delete(peerId);
+    for (const [mid, entry] of this.remote) {
+      if (entry.peer_id === peerId) this._removeRemote(mid);
+    }
+  }
+
   _onMessage(message) {
     const p = this.participants.get(message.peer_id);
     switch (message.type) {
@@ -783,11 +826,15 @@ export class VoiceService extends EventTarget {
         break;
       case "participant_left":
         if (p) log.info(`${p.name} left (${message.reason})`);
-        this.participants.delete(message.peer_id);
-        for (const [mid, entry] of this.remote) {
-          if (entry.peer_id === message.peer_id) this._removeRemote(mid);
-        }
+        this._forget(message.peer_id);
         this._emit("all");
+        break;
+      case "draining":
+        this._notice(
+          "warning",
+          `The server is restarting: this call may go on for ${Math.round(message.deadline_s)} s.`,
+          "draining",
+        );
         break;
       case "track_published":
         if (p && !p.tracks.some((t) => t.source === message.source)) {
@@ -943,6 +990,12 @@ export class VoiceService extends EventTarget {
     const session = this.session;
     this._statsTimer = setInterval(async () => {
       if (session !== this.session || !this.connection) return;
+      // closed under us (a crashed media process, an extension): no event says so
+      const closed = Object.entries(this._pcs).find(([, e]) => e.pc.signalingState === "closed");
+      if (closed) {
+        this._mediaFailed(`${closed[0]} connection closed`);
+        return;
+      }
       try {
         const report = await this.collectStats();
         if (session !== this.session) return;
@@ -1073,6 +1126,7 @@ export class VoiceService extends EventTarget {
       micDeviceId: this.micDeviceId,
       micError: this.micError,
       mediaRestarts: this.mediaRestarts,
+      resumes: this.connection?.resumes ?? 0,
       publish: pcInfo(this.publishPc),
       subscribe: pcInfo(this.subscribePc),
       localTracks: [trackInfo(this.micTrack, "microphone"), trackInfo(this.screenTrack, "screen")].filter(Boolean),

@@ -1,9 +1,13 @@
 // The signaling connections: exactly one per kind ("voice", "events").
 //
 // Opening a connection of a kind first closes the existing one of that kind.
-// After an unexpected drop a connection reconnects (and joins again) with
-// exponential backoff; never after a deliberate leave, a 4001 (the same user
-// connected elsewhere: "replaced"), a 4401 (bad token) or a 4403 (forbidden).
+// After an unexpected drop a connection reconnects with exponential backoff
+// and jitter: a voice connection first resumes its participant with the
+// server's resume token (contract 1.1: same peer id, the others see nothing;
+// `media: "restart"` when its peer connections failed), and joins afresh
+// when the server no longer knows the token (4410) or the resume window has
+// passed. Never after a deliberate leave, a 4001 (the same user connected
+// elsewhere: "replaced"), a 4401 (bad token) or a 4403 (forbidden).
 
 import { ErrorLog, logger } from "./log.js";
 
@@ -17,6 +21,8 @@ export const CLOSE = {
   FORBIDDEN: 4403,
   TIMEOUT: 4408,
   RATE_LIMITED: 4429,
+  TRY_AGAIN_LATER: 1013,
+  RESUME_REFUSED: 4410,
 };
 
 /** Close codes after which a connection must not come back by itself. */
@@ -37,6 +43,7 @@ export const DEFAULTS = {
   backoffBase: 500,
   backoffMax: 30000,
   leaveTimeout: 2000,
+  resumeWindow: 12000, // resume this long after a drop (the server keeps us 15 s)
 };
 
 export class ServerError extends Error {
@@ -58,7 +65,8 @@ function defaultUrl() {
 /**
  * One signaling connection of one kind. Events (CustomEvent, data in `detail`):
  * - `message`: every message from the server
- * - `joined`: `{message, rejoin}` each time a join succeeds (first and after reconnects)
+ * - `joined`: `{message, rejoin, resumed}` each time a join or resume succeeds;
+ *   `resumed` is the resume's media mode ("keep" | "restart"), null after a join
  * - `state`: `{state}`: connecting | joined | reconnecting | closed
  * - `disconnected`: `{code, reason, delay}`: dropped unexpectedly, reconnecting in `delay` ms
  * - `closed`: `{code, reason, why}`: gone for good; why = left | replaced |
@@ -78,6 +86,10 @@ export class SignalingConnection extends EventTarget {
     this.peerId = null;
     this.attempt = 0; // consecutive failed (re)connects
     this.reconnects = 0;
+    this.resumes = 0;
+    this.resumeToken = null; // what the next resume takes (voice only)
+    this.lostAt = null; // when the joined socket was lost
+    this.resumeMedia = "keep"; // "restart": the peer connections failed
     this.deliberate = false;
     this.lastClose = null;
     this.lastJoined = null;
@@ -122,6 +134,18 @@ export class SignalingConnection extends EventTarget {
       if (ws !== this.ws) return;
       this.lastReceivedAt = performance.now();
       this._joinId = this._nextId();
+      if (this._resumable()) {
+        this.resuming = this.resumeMedia;
+        log.info(`${this.kind}: resuming ${this.peerId} (${this.resuming} media)`);
+        this._send({
+          type: "resume",
+          id: this._joinId,
+          resume_token: this.resumeToken,
+          media: this.resuming,
+        });
+        return;
+      }
+      this.resuming = null;
       this._send({
         type: "join",
         id: this._joinId,
@@ -149,7 +173,7 @@ export class SignalingConnection extends EventTarget {
       log.error(`${this.kind}: a frame that is not JSON`);
       return;
     }
-    if (message.type === "joined") {
+    if (message.type === "joined" || message.type === "resumed") {
       this._onJoined(message);
     } else if (message.type === "error") {
       this.errors.add(message.code, message.message, { ref: message.ref });
@@ -172,17 +196,29 @@ export class SignalingConnection extends EventTarget {
   _onJoined(message) {
     clearTimeout(this._timers.join);
     const rejoin = this.lastJoined !== null;
+    const resumed = message.type === "resumed" ? this.resuming : null;
     this.lastJoined = message;
     this.peerId = message.peer_id ?? null;
+    this.resumeToken = message.resume_token ?? null;
+    this.resumeMedia = "keep";
+    this.lostAt = null;
     this.attempt = 0;
+    if (resumed) this.resumes += 1;
     this._setState("joined");
     this._startHeartbeat();
-    log.success(
-      `${this.kind}: ${rejoin ? "joined again" : "joined"} ${message.channel}` +
-        (this.peerId ? ` as ${this.peerId}` : ""),
-    );
+    const verb = resumed ? `resumed (${resumed} media)` : rejoin ? "joined again" : "joined";
+    log.success(`${this.kind}: ${verb} ${message.channel}` + (this.peerId ? ` as ${this.peerId}` : ""));
     this._ready.resolve(message);
-    this.dispatchEvent(new CustomEvent("joined", { detail: { message, rejoin } }));
+    this.dispatchEvent(new CustomEvent("joined", { detail: { message, rejoin, resumed } }));
+  }
+
+  /** Whether the next socket resumes (a token, inside the window) rather than joins. */
+  _resumable() {
+    return (
+      this.resumeToken !== null &&
+      this.lostAt !== null &&
+      performance.now() - this.lostAt < this.options.resumeWindow
+    );
   }
 
   _onJoinError(message) {
@@ -240,6 +276,11 @@ export class SignalingConnection extends EventTarget {
     this.lastClose = { code, reason, local, at: Date.now() / 1000 };
     this._rejectPending(new Error(`connection closed (${code})`));
     for (const resolve of this._closedWaiters.splice(0)) resolve();
+    if (this.state === "joined") this.lostAt = performance.now();
+    if (code === CLOSE.RESUME_REFUSED) {
+      log.warn(`${this.kind}: the server no longer knows this participant: joining afresh`);
+      this.resumeToken = null;
+    }
     if (this.deliberate) {
       this._finish(code, reason, this._why ?? "left");
       return;
@@ -256,11 +297,12 @@ export class SignalingConnection extends EventTarget {
       return;
     }
     this.attempt += 1;
+    if (code === CLOSE.RESUME_REFUSED) this.attempt = 0; // join at once
     const exp = Math.min(
       this.options.backoffMax,
       this.options.backoffBase * 2 ** (this.attempt - 1),
     );
-    const delay = Math.round(exp * (0.75 + Math.random() * 0.5));
+    const delay = code === CLOSE.RESUME_REFUSED ? 0 : Math.round(exp * (0.5 + Math.random()));
     this.errors.add("disconnected", `closed ${code}${reason ? `: ${reason}` : ""}`);
     log.warn(
       `${this.kind}: connection lost (${code}${reason ? ` ${reason}` : ""}); ` +
@@ -334,9 +376,22 @@ export class SignalingConnection extends EventTarget {
     if (this.ws === ws) this._finish(1000, "left", why); // the server did not close in time
   }
 
-  /** Drop the socket now and reconnect (backoff) as after an unexpected drop. */
-  restart(reason) {
+  /**
+   * Drop the socket now and reconnect (backoff) as after an unexpected drop;
+   * `media: "restart"`: the peer connections failed, the resume brings new ones.
+   */
+  restart(reason, media = "keep") {
+    if (media === "restart") this.resumeMedia = "restart";
     if (this.ws) this._drop(this.ws, reason);
+  }
+
+  /** The network is back (the browser's `online`): reconnect now, not at the backoff's end. */
+  reconnectNow() {
+    if (this.state !== "reconnecting" || this.ws) return;
+    clearTimeout(this._timers.reconnect);
+    this.reconnectAt = null;
+    this.reconnects += 1;
+    this._open();
   }
 
   // --- sending ---------------------------------------------------------------------
@@ -391,6 +446,8 @@ export class SignalingConnection extends EventTarget {
       readyState: this.ws ? this.ws.readyState : null,
       attempt: this.attempt,
       reconnects: this.reconnects,
+      resumes: this.resumes,
+      resumable: this._resumable(),
       reconnectIn: this.reconnectAt ? Math.max(0, Math.round(this.reconnectAt - now)) : null,
       messagesIn: this.messagesIn,
       messagesOut: this.messagesOut,
