@@ -64,6 +64,31 @@ class _Uplink:
     bytes: int
     jitter_ms: float | None
     lost_series: _Series = field(default_factory=_Series)
+    #: the arrival counters (``ARRIVAL``) at the last tick
+    arrival: dict[str, int] = field(default_factory=dict)
+
+
+#: the publication's arrival counters (getStats names) and the Flow fields
+#: their deltas go to
+ARRIVAL = {
+    "packetsReordered": "reordered",
+    "packetsLate": "late",
+    "burstLossCount": "bursts",
+    "burstPacketsLost": "burst_lost",
+}
+
+
+def _pair_rtt_ms(stats: list[dict[str, Any]], pc: str) -> float | None:
+    """The RTT of one connection's own path (its consent checks)."""
+    rtt = next(
+        (
+            s.get("currentRoundTripTime")
+            for s in stats
+            if s["type"] == "candidate-pair" and s.get("pc") == pc
+        ),
+        None,
+    )
+    return rtt * 1000 if rtt is not None else None
 
 
 @dataclass(slots=True)
@@ -173,9 +198,13 @@ class StatsCollector:
         size = int(item.get("bytesReceived", 0))
         jitter = item.get("jitter")
         jitter_ms = jitter * 1000 if jitter is not None else None
+        arrival = {name: int(item.get(name, 0)) for name in ARRIVAL}
+        spread = item.get("relativeDelayP95")
         previous = counters.uplink
         if previous is None or previous.key != key:
-            counters.uplink = _Uplink(key, received, lost, size, jitter_ms)
+            counters.uplink = _Uplink(
+                key, received, lost, size, jitter_ms, arrival=arrival
+            )
             counters.uplink.lost_series.points.append((now, lost))
             return None
         flow = Flow(
@@ -185,7 +214,14 @@ class StatsCollector:
             lost=lost - previous.lost,
             bytes=size - previous.bytes,
             jitter_ms=jitter_ms,
+            rtt_ms=_pair_rtt_ms(stats, "publish"),
+            delay_spread_ms=spread * 1000 if spread is not None else None,
+            **{
+                field_: arrival[name] - previous.arrival.get(name, 0)
+                for name, field_ in ARRIVAL.items()
+            },
         )
+        previous.arrival = arrival
         previous.received, previous.lost, previous.bytes = received, lost, size
         previous.jitter_ms = jitter_ms
         previous.lost_series.points.append((now, lost))
@@ -236,7 +272,9 @@ class StatsCollector:
         for ssrc in set(counters.downlinks) - seen:
             del counters.downlinks[ssrc]
         flow.jitter_ms = max(jitters) if jitters else None
-        flow.rtt_ms = sum(rtts) / len(rtts) if rtts else None
+        flow.rtt_ms = (
+            sum(rtts) / len(rtts) if rtts else _pair_rtt_ms(stats, "subscribe")
+        )
         return flow, subs
 
     def _sub(

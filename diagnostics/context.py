@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .client_stats import ClientReport
+from .quality import DirectionQuality
 from .records import Flow, LevelPoint, PeerRecord, Sample, SubFlow, total
 from .thresholds import Thresholds
 
@@ -30,18 +31,48 @@ class Context:
     uplink: Flow | None = field(init=False)
     downlink: Flow = field(init=False)
     client: list[ClientReport] = field(init=False)
+    #: each direction's network score, MOS and the band its findings take
+    quality: dict[str, DirectionQuality] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.window = self.samples_of(self.record, self.thresholds.window)
-        uplinks = [s.uplink for s in self.window if s.uplink is not None]
-        self.uplink = total(uplinks) if uplinks else None
-        self.downlink = total(s.downlink for s in self.window)
         self.client = recent(
             self.record.client,
             self.now - self.thresholds.window,
             self.now,
             lambda r: r.received_at,
         )
+        self.window = self._figures_window()
+        uplinks = [s.uplink for s in self.window if s.uplink is not None]
+        self.uplink = total(uplinks) if uplinks else None
+        self.downlink = total(s.downlink for s in self.window)
+        for side, flow in (("uplink", self.uplink), ("downlink", self.downlink)):
+            if flow is not None and flow.rtt_ms is None:
+                flow.rtt_ms = self._client_rtt_ms(side)
+        self.quality = {
+            "uplink": DirectionQuality.of(self.uplink),
+            "downlink": DirectionQuality.of(self.downlink),
+        }
+
+    def _figures_window(self) -> list[Sample]:
+        """The window the figures are judged on: the last seconds, or for a
+        peer that is gone, those up to its last connected sample (none: it
+        never connected), not the silence of its end."""
+        if self.record.live:
+            return self.samples_of(self.record, self.thresholds.window)
+        connected = [s.t for s in self.record.samples if s.state == "connected"]
+        if not connected:
+            return []
+        end = connected[-1]
+        return recent(
+            self.record.samples, end - self.thresholds.window, end, lambda s: s.t
+        )
+
+    def _client_rtt_ms(self, side: str) -> float | None:
+        """The client's own measure of one connection's RTT (browsers report
+        their selected candidate pair's)."""
+        pc = "publish" if side == "uplink" else "subscribe"
+        rtts = [r.rtt[pc] for r in self.client[-1:] if pc in r.rtt]
+        return 1000 * rtts[0] if rtts else None
 
     def samples_of(self, record: PeerRecord, seconds: float) -> list[Sample]:
         return recent(record.samples, self.now - seconds, self.now, lambda s: s.t)
@@ -59,14 +90,6 @@ class Context:
             for sub in sample.subs
             if sub.publisher == publisher
         ]
-
-    @property
-    def rtt_ms(self) -> float | None:
-        """Measured on the downlinks (receiver reports), else the client's pair."""
-        if self.downlink.rtt_ms is not None:
-            return self.downlink.rtt_ms
-        rtts = [rtt for r in self.client[-1:] for rtt in r.rtt.values()]
-        return 1000 * sum(rtts) / len(rtts) if rtts else None
 
     def present_for(self, seconds: float) -> bool:
         return self.now - self.record.joined_at >= seconds

@@ -200,7 +200,7 @@ def muted(ctx: Context) -> list[Finding]:
     return [
         Finding(
             "muted",
-            WARNING,
+            INFO,
             UPLINK,
             record.mic_muted_since,
             "the user is muted in the app: nobody hears them",
@@ -307,25 +307,27 @@ def _loss_finding(
 ) -> list[Finding]:
     th = ctx.thresholds
     loss = flow.loss_pct
-    if flow.expected < th.min_packets or loss is None or loss < th.loss_warning_pct:
+    if flow.expected < th.min_packets or loss is None or loss < th.loss_pct:
         return []
     span = max(SINCE_SPAN, 2 * interval_of(ctx.window))
     points = [
-        (t, f is not None and (f.loss_pct or 0.0) >= th.loss_warning_pct)
+        (t, f is not None and (f.loss_pct or 0.0) >= th.loss_pct)
         for t, f in rolling(ctx.window, span, pick)
     ]
     return [
         Finding(
             code,
-            CRITICAL if loss >= th.loss_critical_pct else WARNING,
+            ctx.quality[side].band,
             side,
             run_since(points, span) or ctx.window[0].t,
             summary.format(loss=loss),
             {
                 "loss_pct": round(loss, 2),
-                "threshold_pct": th.loss_warning_pct,
+                "threshold_pct": th.loss_pct,
                 "lost": flow.lost,
                 "expected": flow.expected,
+                "burst_ratio": round(flow.burst_ratio, 2),
+                "mos": ctx.quality[side].mos,
                 "window_s": th.window,
                 **(extra or {}),
             },
@@ -361,7 +363,7 @@ def downlink_loss(ctx: Context) -> list[Finding]:
         if (expected := sum(s.expected for s in subs)) > 0
     }
     th = ctx.thresholds
-    lossy = [p for p, pct in per_peer.items() if pct >= th.loss_warning_pct]
+    lossy = [p for p, pct in per_peer.items() if pct >= th.loss_pct]
     return _loss_finding(
         ctx,
         "downlink_loss",
@@ -400,13 +402,14 @@ def high_jitter(ctx: Context) -> list[Finding]:
         found.append(
             Finding(
                 "high_jitter",
-                CRITICAL if jitter >= th.jitter_critical_ms else WARNING,
+                ctx.quality[side].band,
                 side,
                 run_since(points, span) or ctx.window[0].t,
                 f"{whose} arrives unevenly: jitter {jitter:.0f} ms",
                 {
                     "jitter_ms": round(jitter, 1),
                     "threshold_ms": th.jitter_warning_ms,
+                    "mos": ctx.quality[side].mos,
                     "window_s": th.window,
                 },
                 "Packets are delayed unevenly (a busy Wi-Fi, bufferbloat from "
@@ -418,27 +421,127 @@ def high_jitter(ctx: Context) -> list[Finding]:
 
 
 def high_rtt(ctx: Context) -> list[Finding]:
+    """Each connection's own round trip (its consent checks, the receiver
+    reports, or the client's candidate pair): a slow route may be one way."""
     th = ctx.thresholds
-    rtt = ctx.rtt_ms
-    if rtt is None or rtt < th.rtt_warning_ms:
+    found = []
+    for side, flow, pick in (
+        (UPLINK, ctx.uplink, lambda s: s.uplink),
+        (DOWNLINK, ctx.downlink, lambda s: s.downlink),
+    ):
+        rtt = flow.rtt_ms if flow is not None else None
+        if rtt is None or rtt < th.rtt_warning_ms:
+            continue
+        measured = [
+            (t, f.rtt_ms >= th.rtt_warning_ms)
+            for t, f in ((s.t, pick(s)) for s in ctx.window)
+            if f is not None and f.rtt_ms is not None
+        ]
+        connection = "publish" if side == UPLINK else "subscribe"
+        found.append(
+            Finding(
+                "high_rtt",
+                ctx.quality[side].band,
+                side,
+                run_since(measured, SINCE_SPAN) or ctx.now,
+                f"the round trip of the {connection} connection takes {rtt:.0f} ms: "
+                "conversation lags",
+                {
+                    "rtt_ms": round(rtt, 1),
+                    "threshold_ms": th.rtt_warning_ms,
+                    "mos": ctx.quality[side].mos,
+                },
+                "The user is far from the server or behind a slow route (VPN, "
+                "satellite, mobile): connect to a closer server or without the VPN.",
+            )
+        )
+    return found
+
+
+def delay_variation(ctx: Context) -> list[Finding]:
+    """What RFC 3550 jitter misses: packets out of order and late, and the
+    spread of their delay, which listeners' jitter buffers must absorb (by
+    adding delay) or conceal. Measured by the server on the uplink."""
+    th, flow = ctx.thresholds, ctx.uplink
+    if flow is None or flow.packets < th.min_packets:
         return []
-    measured = [
-        (s.t, s.downlink.rtt_ms >= th.rtt_warning_ms)
-        for s in ctx.window
-        if s.downlink.rtt_ms is not None
+    spread, late = flow.delay_spread_ms or 0.0, flow.late_pct or 0.0
+    if spread < th.delay_spread_ms and late < th.late_pct:
+        return []
+    span = max(SINCE_SPAN, 2 * interval_of(ctx.window))
+    points = [
+        (
+            t,
+            f is not None
+            and (
+                (f.delay_spread_ms or 0.0) >= th.delay_spread_ms
+                or (f.late_pct or 0.0) >= th.late_pct
+            ),
+        )
+        for t, f in rolling(ctx.window, span, lambda s: s.uplink)
     ]
     return [
         Finding(
-            "high_rtt",
-            CRITICAL if rtt >= th.rtt_critical_ms else WARNING,
-            BOTH,
-            run_since(measured, SINCE_SPAN) or ctx.now,
-            f"the round trip to the server takes {rtt:.0f} ms: conversation lags",
-            {"rtt_ms": round(rtt, 1), "threshold_ms": th.rtt_warning_ms},
-            "The user is far from the server or behind a slow route (VPN, "
-            "satellite, mobile): connect to a closer server or without the VPN.",
+            "delay_variation",
+            ctx.quality[UPLINK].band,
+            UPLINK,
+            run_since(points, span) or ctx.window[0].t,
+            f"this user's audio reaches the server unevenly: delay varies by "
+            f"{spread:.0f} ms, {flow.reorder_pct or 0.0:.0f} % of packets out of "
+            f"order, {late:.1f} % late",
+            {
+                "delay_spread_ms": round(spread, 1),
+                "threshold_ms": th.delay_spread_ms,
+                "reorder_pct": rounded(flow.reorder_pct, 2),
+                "late_pct": round(late, 2),
+                "late_threshold_pct": th.late_pct,
+                "jitter_ms": rounded(flow.jitter_ms),
+                "mos": ctx.quality[UPLINK].mos,
+                "window_s": th.window,
+            },
+            "The user's upload is congested (a busy Wi-Fi, other uploads, "
+            "bufferbloat): listeners' jitter buffers add delay or drop late audio, "
+            "so everyone hears this user late or choppy. Suggest a wired "
+            "connection and pausing uploads.",
         )
     ]
+
+
+#: the findings whose severity is their direction's MOS band (quality.py)
+NETWORK = (
+    "uplink_loss",
+    "downlink_loss",
+    "high_jitter",
+    "high_rtt",
+    "delay_variation",
+    "network_quality",
+)
+
+
+def network_quality(ctx: Context, found: list[Finding]) -> list[Finding]:
+    """A direction whose MOS is below 4.0 with no network finding of its own
+    (several small impairments add up) still says so: the MOS and the
+    findings never disagree."""
+    out = []
+    for side, quality in ctx.quality.items():
+        if quality.band == INFO or any(
+            f.code in NETWORK and f.side == side for f in found
+        ):
+            continue
+        out.append(
+            Finding(
+                "network_quality",
+                quality.band,
+                side,
+                ctx.window[0].t if ctx.window else ctx.now,
+                f"the {side} is mediocre (MOS {quality.mos:.1f}): small impairments "
+                "add up",
+                quality.as_dict(),
+                "No single cause stands out: loss, delay and its variation together "
+                "lower the quality. Suggest a wired connection.",
+            )
+        )
+    return out
 
 
 # --- one-way audio ------------------------------------------------------------------
@@ -597,7 +700,7 @@ def robotic_audio(ctx: Context) -> list[Finding]:
             remote_loss = (
                 100.0 * sum(f.lost for f in uplinks) / expected if expected else None
             )
-        theirs = remote_loss is not None and remote_loss >= th.loss_warning_pct
+        theirs = remote_loss is not None and remote_loss >= th.loss_pct
         found.append(
             Finding(
                 "robotic_audio",
@@ -722,8 +825,70 @@ def mic_muted_by_os(ctx: Context) -> list[Finding]:
     ]
 
 
+def lifecycle(ctx: Context) -> list[Finding]:
+    """What support needs to know of the peer's life, none of it a fault: it
+    left (a broken end is ``not_connected``), it resumed after a lost socket,
+    its media goes through a TURN relay."""
+    record, found = ctx.record, []
+    if not record.live and record.leave_reason not in ("timeout", "error"):
+        found.append(
+            Finding(
+                "left",
+                INFO,
+                BOTH,
+                record.left_at or ctx.now,
+                f"the peer left the call ({record.leave_reason})",
+                {"leave_reason": record.leave_reason, "left_at": record.left_at},
+                "Nothing to fix: the figures are those of its last connected seconds.",
+            )
+        )
+    resumes = [e for e in record.timeline if e.event == "resumed"]
+    if resumes:
+        found.append(
+            Finding(
+                "resumed",
+                INFO,
+                BOTH,
+                resumes[-1].t,
+                f"the peer's connection dropped and was resumed {len(resumes)} "
+                "time(s): the others did not see it leave",
+                {
+                    "resumes": len(resumes),
+                    "media": [e.detail.get("media") for e in resumes[-5:]],
+                },
+                "Brief drops are the user's network (Wi-Fi roaming, a network change); "
+                "frequent ones: suggest a steadier connection.",
+            )
+        )
+    relayed = sorted(
+        {
+            str(item.get("pc"))
+            for item in record.latest
+            if item.get("type") == "candidate-pair"
+            and str(item.get("remoteCandidate", "")).endswith(" relay")
+        }
+    )
+    if relayed:
+        found.append(
+            Finding(
+                "relayed",
+                INFO,
+                BOTH,
+                record.joined_at,
+                "the peer's media goes through a TURN relay ("
+                + ", ".join(relayed)
+                + ")",
+                {"connections": relayed},
+                "Nothing to fix: the user's network allows no direct UDP path. A "
+                "relay adds a little delay.",
+            )
+        )
+    return found
+
+
 RULES: tuple[Rule, ...] = (
     not_connected,
+    lifecycle,
     no_audio_published,
     mic_muted_by_os,
     muted,
@@ -733,6 +898,7 @@ RULES: tuple[Rule, ...] = (
     downlink_loss,
     high_jitter,
     high_rtt,
+    delay_variation,
     connection_flapping,
     robotic_audio,
     no_playout,
@@ -749,9 +915,16 @@ def evaluate(ctx: Context) -> list[Finding]:
     hidden: set[str] = set()
     if "not_connected" in codes:
         # nothing flows, so every other measure only repeats it
-        hidden |= codes - {"not_connected", "connection_flapping", "muted"}
-    if any(f.code == "one_way_audio" and f.side == DOWNLINK for f in found):
-        hidden.add("downlink_loss")
+        hidden |= codes - {
+            "not_connected",
+            "connection_flapping",
+            "muted",
+            "left",
+            "resumed",
+            "relayed",
+        }
     found = [f for f in found if f.code not in hidden]
+    if "not_connected" not in codes:
+        found += network_quality(ctx, found)
     found.sort(key=lambda f: SEVERITY_ORDER[f.severity])
     return found

@@ -105,7 +105,7 @@ def _charts(report: dict[str, Any], thresholds: Thresholds) -> str:
                     Line("uplink_loss_pct", "uplink", s["uplink_loss_pct"]),
                     Line("downlink_loss_pct", "downlink", s["downlink_loss_pct"]),
                 ],
-                thresholds.loss_warning_pct,
+                thresholds.loss_pct,
             ),
             chart(
                 "jitter",
@@ -116,11 +116,30 @@ def _charts(report: dict[str, Any], thresholds: Thresholds) -> str:
                 thresholds.jitter_warning_ms,
             ),
             chart(
+                "delay",
+                "Delay variation (uplink, 95th percentile)",
+                "ms",
+                t,
+                [Line("delay_spread_ms", "uplink", s["delay_spread_ms"])],
+                thresholds.delay_spread_ms,
+            ),
+            chart(
+                "late",
+                "Late packets (uplink)",
+                "%",
+                t,
+                [Line("late_pct", "uplink", s["late_pct"])],
+                thresholds.late_pct,
+            ),
+            chart(
                 "rtt",
                 "Round-trip time",
                 "ms",
                 t,
-                [Line("rtt_ms", "RTT", s["rtt_ms"])],
+                [
+                    Line("uplink_rtt_ms", "publish connection", s["uplink_rtt_ms"]),
+                    Line("rtt_ms", "subscribe connection", s["rtt_ms"]),
+                ],
                 thresholds.rtt_warning_ms,
             ),
             chart(

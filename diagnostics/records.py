@@ -43,10 +43,37 @@ class Flow:
     bytes: int = 0
     jitter_ms: float | None = None
     rtt_ms: float | None = None
+    #: what RFC 3550 jitter misses (uplink, measured by the server): packets
+    #: that arrived behind newer ones, late ones (behind three or more), the
+    #: loss bursts and the packets they took, and the 95th percentile of the
+    #: recent packets' delay beyond the quickest one's
+    reordered: int = 0
+    late: int = 0
+    bursts: int = 0
+    burst_lost: int = 0
+    delay_spread_ms: float | None = None
 
     @property
     def loss_pct(self) -> float | None:
         return 100.0 * self.lost / self.expected if self.expected > 0 else None
+
+    @property
+    def late_pct(self) -> float | None:
+        return 100.0 * self.late / self.packets if self.packets > 0 else None
+
+    @property
+    def reorder_pct(self) -> float | None:
+        return 100.0 * self.reordered / self.packets if self.packets > 0 else None
+
+    @property
+    def burst_ratio(self) -> float:
+        """ITU-T G.113's BurstR: the mean loss burst over the one random loss
+        at this rate would give (1: random; above: bursty)."""
+        loss = (self.loss_pct or 0.0) / 100
+        if self.bursts <= 0 or self.lost <= 0 or loss >= 1:
+            return 1.0
+        mean_burst = max(1.0, min(self.burst_lost, self.lost) / self.bursts)
+        return max(1.0, mean_burst * (1 - loss))
 
     @property
     def bitrate_kbps(self) -> float | None:
@@ -63,6 +90,8 @@ class Flow:
             "loss_pct": rounded(self.loss_pct, 2),
             "jitter_ms": rounded(self.jitter_ms),
             "rtt_ms": rounded(self.rtt_ms),
+            "delay_spread_ms": rounded(self.delay_spread_ms),
+            "reorder_pct": rounded(self.reorder_pct, 2),
         }
 
 
@@ -165,22 +194,32 @@ class PeerRecord:
 def total(flows: Iterable[Flow]) -> Flow:
     """Counters summed, gauges averaged over the intervals that had them."""
     out = Flow()
-    jitters: list[float] = []
-    rtts: list[float] = []
+    gauges: dict[str, list[float]] = {g: [] for g in GAUGES}
     for flow in flows:
-        out.seconds += flow.seconds
-        out.packets += flow.packets
-        out.expected += flow.expected
-        out.lost += flow.lost
-        out.bytes += flow.bytes
-        if flow.jitter_ms is not None:
-            jitters.append(flow.jitter_ms)
-        if flow.rtt_ms is not None:
-            rtts.append(flow.rtt_ms)
+        for counter in COUNTERS:
+            setattr(out, counter, getattr(out, counter) + getattr(flow, counter))
+        for gauge, values in gauges.items():
+            if (value := getattr(flow, gauge)) is not None:
+                values.append(value)
     out.lost = max(0, out.lost)  # duplicates can make a lost counter go back
-    out.jitter_ms = sum(jitters) / len(jitters) if jitters else None
-    out.rtt_ms = sum(rtts) / len(rtts) if rtts else None
+    for gauge, values in gauges.items():
+        setattr(out, gauge, sum(values) / len(values) if values else None)
     return out
+
+
+#: a Flow's fields that add up over intervals, and those averaged
+COUNTERS = (
+    "seconds",
+    "packets",
+    "expected",
+    "lost",
+    "bytes",
+    "reordered",
+    "late",
+    "bursts",
+    "burst_lost",
+)
+GAUGES = ("jitter_ms", "rtt_ms", "delay_spread_ms")
 
 
 def rounded(value: float | None, digits: int = 1) -> float | None:

@@ -6,8 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .context import Context, interval_of, rolling
-from .findings import CRITICAL, WARNING, Finding, evaluate
-from .quality import DirectionQuality
+from .findings import BOTH, CRITICAL, NETWORK, WARNING, Finding, evaluate
 from .records import Flow, PeerRecord, Sample, rounded
 from .store import PeerStore
 from .thresholds import Thresholds
@@ -56,23 +55,29 @@ def verdict(findings: list[Finding]) -> str:
     return "degraded" if WARNING in severities else "ok"
 
 
-#: findings that mean a direction carries no audio at all: it scores 0
-NO_PATH = ("not_connected", "one_way_audio")
+def audio_score(side: str, findings: list[Finding]) -> int:
+    """What the listener hears of the content, beside the network score: 0
+    when a critical finding other than the network's stands on this side (a
+    silent or unpublished microphone, one-way audio, no connection), 50 for a
+    warning, else 100. A muted microphone is ``info``: it costs nothing."""
+    severities = {
+        f.severity for f in findings if f.code not in NETWORK and f.side in (side, BOTH)
+    }
+    if CRITICAL in severities:
+        return 0
+    return 50 if WARNING in severities else 100
 
 
-def _quality(
-    side: str, flow: Flow | None, rtt: float | None, findings: list[Finding]
-) -> dict[str, Any]:
-    quality = DirectionQuality.of(flow, rtt).as_dict()
-    if any(f.code in NO_PATH and f.side in (side, "both") for f in findings):
-        quality.update(score=0, mos=1.0)
-    return quality
+def _quality(ctx: Context, side: str, findings: list[Finding]) -> dict[str, Any]:
+    return {
+        **ctx.quality[side].as_dict(),
+        "audio_score": audio_score(side, findings),
+    }
 
 
 def build(ctx: Context) -> dict[str, Any]:
     record = ctx.record
     findings = evaluate(ctx)
-    rtt = ctx.rtt_ms
     return {
         "peer_id": record.peer_id,
         "user_id": record.user_id,
@@ -82,8 +87,8 @@ def build(ctx: Context) -> dict[str, Any]:
         "live": record.live,
         "generated_at": round(time.time(), 3),
         "verdict": verdict(findings),
-        "uplink": _quality("uplink", ctx.uplink, rtt, findings),
-        "downlink": _quality("downlink", ctx.downlink, rtt, findings),
+        "uplink": _quality(ctx, "uplink", findings),
+        "downlink": _quality(ctx, "downlink", findings),
         "findings": [f.as_dict() for f in findings],
         "timeline": [
             {"t": round(e.t, 3), "event": e.event, "detail": e.detail}
@@ -125,6 +130,11 @@ def series(record: PeerRecord) -> dict[str, list[Any]]:
         "downlink_loss_pct": [_pct(f) for _, f in down],
         "jitter_ms": jitter,
         "rtt_ms": [rounded(s.downlink.rtt_ms) for s in samples],
+        "uplink_rtt_ms": [
+            rounded(s.uplink.rtt_ms) if s.uplink else None for s in samples
+        ],
+        "delay_spread_ms": [rounded(f.delay_spread_ms) if f else None for _, f in up],
+        "late_pct": [rounded(f.late_pct, 2) if f else None for _, f in up],
         "level_dbov": level_at,
         "bitrate_kbps": [rounded(f.bitrate_kbps) if f else None for _, f in up],
     }

@@ -15,15 +15,16 @@ class Thresholds:
     window: float = 10.0
     #: fewer expected packets than this in the window: too little to judge loss
     min_packets: int = 50
-    #: Opus without FEC gets audibly worse from about 3 % loss; unusable near 20 %
-    loss_warning_pct: float = 3.0
-    loss_critical_pct: float = 20.0
-    #: a jitter buffer hides about 30 ms; above 100 ms it adds delay or drops audio
+    #: loss worth naming (its severity is the direction's MOS band, quality.py)
+    loss_pct: float = 1.0
+    #: a jitter buffer hides about 30 ms; above, it adds delay or drops audio
     jitter_warning_ms: float = 30.0
-    jitter_critical_ms: float = 100.0
+    #: a spread of arrival delay (95th percentile) a jitter buffer must add
+    delay_spread_ms: float = 40.0
+    #: packets behind three or more newer ones: a low-delay buffer conceals them
+    late_pct: float = 1.0
     #: ITU-T G.114: one-way delay above 150 ms (RTT 300 ms) disturbs conversation
     rtt_warning_ms: float = 300.0
-    rtt_critical_ms: float = 800.0
     #: RFC 6464 level (dBov) at or under which a microphone counts as silent
     silent_dbov: float = -70.0
     #: at or under this it is digital silence: the capture delivers zeros

@@ -25,7 +25,7 @@ from .fastpath import FastDownlink, FastDownlinks, packet_args
 from .native import ffi, lib
 from .owners import PeerOwner
 from .refs import owner
-from .rtc.inbound import ReceiveHook
+from .rtc.inbound import NativeStreamStatistics, ReceiveHook
 from .trackpath import Relay
 
 screen_log = logging.getLogger("miscord.screen")
@@ -295,7 +295,11 @@ class Publication:
                     ssrc=ssrc,
                     packetsLost=stream.packets_lost,
                     jitter=stream.jitter / self.codec.clockRate,
+                    packetsDuplicated=self.native.duplicates,
                 )
+                if isinstance(stream, NativeStreamStatistics):
+                    # not W3C (burst* were, in an earlier draft): see arrival()
+                    out.update(stream.arrival())
         if self.levels is not None and self.levels.current_dbov is not None:
             out["audioLevel"] = self.levels.linear
         return out

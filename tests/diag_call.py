@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 
+from diagnostics.findings import NETWORK
 from tests.media import ToneTrack
 
 #: judging windows short enough for tests (the defaults are for real calls)
@@ -124,3 +125,45 @@ def summary(body: dict[str, Any]) -> dict[str, Any]:
         (f["code"], f["side"], f["severity"]) for f in body["findings"]
     ]
     return short
+
+
+SEVERITY = {"info": 0, "warning": 1, "critical": 2}
+VERDICT = {0: "ok", 1: "degraded", 2: "broken"}
+
+
+def band(mos: float) -> int:
+    return 0 if mos >= 4.0 else 1 if mos >= 2.6 else 2
+
+
+def assert_consistent(body: dict[str, Any]) -> None:
+    """The contract's rules (1.1): the verdict is the worst severity; a side's
+    MOS lies in the band of its worst network finding; mute is info."""
+    worst = max((SEVERITY[f["severity"]] for f in body["findings"]), default=0)
+    assert body["verdict"] == VERDICT[worst], summary(body)
+    for side in ("uplink", "downlink"):
+        mos = body[side]["mos"]
+        if mos is None:
+            continue
+        network = [
+            SEVERITY[f["severity"]]
+            for f in body["findings"]
+            if f["code"] in NETWORK and f["side"] == side
+        ]
+        assert max(network, default=0) == band(mos), (side, summary(body))
+    for f in body["findings"]:
+        if f["code"] == "muted":
+            assert f["severity"] == "info"
+
+
+def row(case: str, body: dict[str, Any]) -> str:
+    """One line of the fault matrix's table (printed with ``-s``)."""
+    findings = ", ".join(
+        f"{f['code']} ({f['side']}, {f['severity']})" for f in body["findings"]
+    )
+    up, down = body["uplink"], body["downlink"]
+    line = (
+        f"| {case} | {body['verdict']} | {findings or '—'} | "
+        f"{up['mos']} ({up['loss_pct']} %) | {down['mos']} ({down['loss_pct']} %) |"
+    )
+    print("\nMATRIX " + line)
+    return line

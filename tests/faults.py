@@ -29,12 +29,20 @@ class OutgoingFault:
         drop: float = 0.0,
         jitter: float = 0.0,
         seed: int = 1,
+        burst: int = 1,
+        delay: float = 0.0,
     ) -> None:
+        """``drop`` a share of the media in runs of ``burst`` packets, delay
+        media by 0..``jitter`` s at random (reordering it), every packet (STUN
+        too: the path's RTT) by ``delay`` s, or ``cut`` everything."""
         self.drop = drop
         self.jitter = jitter
+        self.burst = burst
+        self.delay = delay
         self.cut = False
         self.sent = 0
         self.dropped = 0
+        self._run = 0  # packets still to drop in the current burst
         self._random = random.Random(seed)
         self._originals: list[tuple[Any, Any]] = []
         for protocol in _protocols(pc):
@@ -46,12 +54,21 @@ class OutgoingFault:
     def _wrap(self, original: Any) -> Any:
         def sendto(data: bytes, addr: Any = None) -> None:
             media = len(data) > 0 and 127 < data[0] < 192  # RTP/RTCP, not STUN/DTLS
-            if self.cut or (media and self._random.random() < self.drop):
+            if (
+                media
+                and not self._run
+                and self._random.random() < self.drop / self.burst
+            ):
+                self._run = self.burst
+            if self.cut or (media and self._run):
+                self._run = max(0, self._run - 1)
                 self.dropped += 1
                 return
             self.sent += 1
+            delay = self.delay
             if self.jitter and media:
-                delay = self._random.uniform(0, self.jitter)
+                delay += self._random.uniform(0, self.jitter)
+            if delay:
                 asyncio.get_running_loop().call_later(delay, original, data, addr)
             else:
                 original(data, addr)

@@ -419,14 +419,29 @@ int fan_nack(struct fan_publication *pub, struct fan_downlink *sub, uint16_t pid
 void fan_stream_add(struct fan_stream *s, uint16_t seq, uint32_t ts) {
     uint16_t step = (uint16_t)(seq - s->max_seq);
     int in_order = !s->has_max || (step && step < 0x8000);
+    double now = clock_seconds(CLOCK_REALTIME);
     s->packets_received++;
     if (!s->has_base) {
         s->has_base = 1;
         s->base_seq = seq;
     }
-    if (!in_order)
+    if (s->clockrate)
+        s->transits[s->transits_n++ % FAN_TRANSITS] =
+            (int64_t)(now * 1e6) - (int64_t)ts * 1000000 / s->clockrate;
+    if (!in_order) {
+        uint16_t behind = (uint16_t)(s->max_seq - seq);
+        if (behind && behind < 0x8000) {
+            s->reordered++;
+            if (behind >= 3)
+                s->late++;
+        }
         return;
-    int64_t arrival = (int64_t)(clock_seconds(CLOCK_REALTIME) * s->clockrate);
+    }
+    if (s->has_max && step > 1) {
+        s->gaps++;
+        s->gap_packets += step - 1u;
+    }
+    int64_t arrival = (int64_t)(now * s->clockrate);
     if (s->has_max && seq < s->max_seq)
         s->cycles += 1 << 16;
     s->has_max = 1;

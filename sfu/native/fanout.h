@@ -124,8 +124,13 @@ void fan_report(struct fan_downlink *sub, const struct fan_block *block, double 
 #define FAN_SSRCS 16              /* SSRCs one publish connection may send */
 #define FAN_PLAIN_MAX 1648        /* a received datagram (MTU and SRTP trailer) */
 
+#define FAN_TRANSITS 256          /* packets' transit times kept (a power of two) */
+
 /* aiortc's StreamStatistics (RTP reception statistics, RFC 3550 A.3/A.8),
- * kept here so that C and Python count in one place */
+ * kept here so that C and Python count in one place; and what RFC 3550's
+ * jitter (in-order packets only) misses: packets that arrive behind newer
+ * ones, late, and every packet's transit time (arrival minus RTP time), from
+ * which the diagnosis reads the spread of delay listeners' buffers must hide */
 struct fan_stream {
     int has_base;
     uint16_t base_seq;
@@ -138,6 +143,12 @@ struct fan_stream {
     int has_last;
     int64_t last_arrival;
     uint32_t last_timestamp;
+    uint64_t reordered;           /* arrived behind a newer packet */
+    uint64_t late;                /* ... behind three or more newer packets */
+    uint64_t gaps;                /* in-order arrivals after missing numbers */
+    uint64_t gap_packets;         /* the numbers those gaps skipped */
+    uint64_t transits_n;          /* transit times recorded, ever */
+    int64_t transits[FAN_TRANSITS];  /* microseconds, arrival - RTP time */
 };
 
 /* RFC 6464 levels (-dBov) of an audio publication since Python last read them */

@@ -40,6 +40,9 @@ CONSENT_FRESHNESS = 5.0
 CONSENT_FAILURES = 6
 #: the attribute of an ICE connection that holds its ``inbound.ActivityProbe``
 PROBE_ATTRIBUTE = "_miscord_probe"
+#: the attribute of an ICE connection that holds its last consent check's
+#: round trip (seconds): the RTT of this connection's own path
+RTT_ATTRIBUTE = "_miscord_rtt"
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,7 @@ class ServerIcePolicy(IcePolicy):
             checked = now
             for pair in connection._nominated.values():
                 request = connection.build_request(pair, nominate=False)
+                sent = time.monotonic()
                 try:
                     await pair.protocol.request(
                         request,
@@ -167,6 +171,7 @@ class ServerIcePolicy(IcePolicy):
                         integrity_key=(connection.remote_password or "").encode(),
                         retransmissions=0,
                     )
+                    setattr(connection, RTT_ATTRIBUTE, time.monotonic() - sent)
                     failures = 0
                 except aioice.stun.TransactionError:
                     failures += 1
@@ -213,9 +218,13 @@ def selected_pair(pc: RTCPeerConnection) -> dict[str, Any] | None:
     if pair is None:
         return None
     local, remote = pair.local_candidate, pair.remote_candidate
-    return {
+    out: dict[str, Any] = {
         "state": "succeeded",
         "nominated": True,
         "localCandidate": f"{local.host}:{local.port} {local.type}",
         "remoteCandidate": f"{remote.host}:{remote.port} {remote.type}",
     }
+    rtt = getattr(ice._connection, RTT_ATTRIBUTE, None)
+    if rtt is not None:  # measured by the consent checks (keep_consent)
+        out["currentRoundTripTime"] = round(rtt, 6)
+    return out

@@ -295,6 +295,12 @@ class NativeSink(Protocol):
     def after_native(self, flags: int, packet: RtpPacket) -> None: ...
 
 
+#: transit times needed before their spread means anything
+MIN_TRANSITS = 20
+#: microseconds from the median beyond which a transit time is a timestamp wrap
+WRAP_GUARD_US = 10_000_000
+
+
 class NativeStreamStatistics(StreamStatistics):
     """aiortc's reception statistics of one SSRC, counted in C (``struct
     fan_stream``) so that the packets C takes and those Python takes count in
@@ -328,6 +334,32 @@ class NativeStreamStatistics(StreamStatistics):
     @property
     def _jitter_q4(self) -> int:  # type: ignore[override]
         return self.native.jitter_q4
+
+    def arrival(self) -> dict[str, float | int | None]:
+        """How packets arrive, beyond RFC 3550 jitter (which skips those out of
+        order): counts of reordered and late packets, loss bursts, and the
+        recent packets' delay beyond the quickest one's (seconds, median and
+        95th percentile over up to ``FAN_TRANSITS`` packets): what a
+        listener's jitter buffer has to hide."""
+        native = self.native
+        count = min(native.transits_n, lib.FAN_TRANSITS)
+        median = p95 = None
+        if count >= MIN_TRANSITS:
+            values = sorted(native.transits[i] for i in range(count))
+            middle = values[count // 2]
+            # an RTP timestamp that wrapped puts a packet hours away: not delay
+            values = [v for v in values if abs(v - middle) < WRAP_GUARD_US]
+            base = values[0]
+            median = (values[len(values) // 2] - base) / 1e6
+            p95 = (values[(len(values) - 1) * 95 // 100] - base) / 1e6
+        return {
+            "packetsReordered": native.reordered,
+            "packetsLate": native.late,
+            "burstLossCount": native.gaps,
+            "burstPacketsLost": native.gap_packets,
+            "relativeDelayMedian": median,
+            "relativeDelayP95": p95,
+        }
 
 
 class ReceiveHook(RawReceiver):

@@ -45,7 +45,15 @@ async def test_html_report_shows_charts_with_data(start_server, clients, tmp_pat
             response = await page.goto(url, timeout=10_000)
             assert response is not None and response.status == 200
             points = await page.evaluate(CHART_POINTS)
-            assert set(points) == {"loss", "jitter", "rtt", "level", "bitrate"}
+            assert set(points) == {
+                "loss",
+                "jitter",
+                "delay",
+                "late",
+                "rtt",
+                "level",
+                "bitrate",
+            }
             assert all(n >= 8 for n in points.values()), points
             verdict = await page.inner_text(".verdict b")
             assert verdict.lower() == "degraded"

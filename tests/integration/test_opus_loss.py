@@ -9,14 +9,28 @@ way browsers do (``VoiceClient(opus_fmtp=...)``), which aiortc alone does not.
 from __future__ import annotations
 
 import asyncio
+import fractions
+import time
 from typing import Any
 
-from aiortc import sdp
+import av
+from aiortc import MediaStreamTrack, sdp
 
-from tests.diag_call import connected, diag_server, found, report, summary
+from miscord_client.load.media import encode_tone
+from tests.diag_call import (
+    assert_consistent,
+    connected,
+    diag_server,
+    found,
+    report,
+    row,
+    summary,
+)
 from tests.media import FRAME, RATE, CounterScreen, ToneTrack
 from tests.voice import Ears
 
+#: an Opus packet of silence (a 20 ms CELT frame with no energy): a DTX update
+SILENCE = bytes([0xF8, 0xFF, 0xFE])
 BROWSER_FMTP = {"minptime": 10, "useinbandfec": 1, "usedtx": 1}
 
 
@@ -60,24 +74,40 @@ async def test_fec_and_dtx_are_kept_and_subscribe_offers_ask_for_fec(server, cli
     await ears.stop()
 
 
-class DtxTone(ToneTrack):
-    """Talks ``talk`` seconds, then is silent ``quiet`` seconds sending one
-    frame every 400 ms, as an Opus sender in DTX does: few packets, with
-    consecutive sequence numbers."""
+class DtxSender(MediaStreamTrack):
+    """Real Opus as a sender in DTX sends it: a tone for ``talk`` seconds,
+    then one small packet every 400 ms for ``quiet`` seconds; sequence numbers
+    consecutive, RTP timestamps advancing with time (aiortc packs packets as
+    given, where its encoder would number decoded frames without the gaps)."""
 
-    def __init__(self, freq: float, talk: float = 1.0, quiet: float = 2.0) -> None:
-        super().__init__(freq)
+    kind = "audio"
+
+    def __init__(self, talk: float = 1.0, quiet: float = 2.0) -> None:
+        super().__init__()
         self.talk, self.quiet = talk, quiet
+        self.speech = encode_tone(440, talk)
         self.frames = 0
+        self._slot = 0  # 20 ms slots since the start
+        self._start: float | None = None
 
-    async def recv(self):  # type: ignore[no-untyped-def]
-        at = (self._pts / RATE) % (self.talk + self.quiet)
-        self.silent = at >= self.talk
-        frame = await super().recv()
-        if self.silent:
-            self._pts += FRAME * 19  # the next frame 400 ms later
+    async def recv(self) -> av.Packet:
+        if self._start is None:
+            self._start = time.monotonic()
+        cycle = round((self.talk + self.quiet) * 50)
+        at = self._slot % cycle
+        quiet = at >= self.talk * 50
+        if quiet:  # the next DTX update: on a 400 ms step of the quiet part
+            self._slot += 20 - (at - round(self.talk * 50)) % 20
+        wait = self._start + self._slot * 0.02 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        data = SILENCE if quiet else self.speech[at % len(self.speech)]
+        packet = av.Packet(data)
+        packet.pts = self._slot * FRAME
+        packet.time_base = fractions.Fraction(1, RATE)
+        self._slot += 1
         self.frames += 1
-        return frame
+        return packet
 
 
 async def test_a_sender_in_dtx_is_not_counted_as_loss(start_server, clients):
@@ -86,7 +116,7 @@ async def test_a_sender_in_dtx_is_not_counted_as_loss(start_server, clients):
     for client in (alice, bob):
         await client.join("room")
         client.start_stats(1.0)
-    tone = DtxTone(440)
+    tone = DtxSender()
     await alice.publish(microphone=tone)
     await bob.publish(microphone=ToneTrack(660))
     await connected(server, alice, bob)
@@ -101,3 +131,6 @@ async def test_a_sender_in_dtx_is_not_counted_as_loss(start_server, clients):
     for body, side in ((sender, "uplink"), (listener, "downlink")):
         assert (f"{side}_loss", side) not in found(body), summary(body)
         assert (body[side]["loss_pct"] or 0.0) < 1.0, summary(body)
+        assert ("delay_variation", side) not in found(body), summary(body)
+        assert_consistent(body)
+    row("DTX-like sparse sending", sender)

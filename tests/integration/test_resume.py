@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from miscord_client.client import RemoteTrack, VoiceClient
+from tests.diag_call import assert_consistent, finding, report, row
 from tests.media import CounterScreen, ToneTrack, VideoWatcher
 from tests.voice import Ears, server_counts, settle
 from tests.wsclient import Ws
@@ -78,6 +79,12 @@ async def test_a_cut_socket_resumes_and_the_others_notice_nothing(server, client
         assert seen_since(bob, mark, *VISIBLE, "track_published") == []
         manager = server.services.manager
         assert manager.counters["kept"] == 1 and manager.counters["resumed"] == 1
+        # support sees it resumed, and that it is no fault
+        body = await report(server, peer_id)
+        resumed = finding(body, "resumed")
+        assert resumed["severity"] == "info" and resumed["evidence"]["resumes"] == 1
+        assert_consistent(body)
+        row("resumed after a cut socket", body)
         assert manager.voices.kept() == []
         # the token before the resume is spent
         stale = await Ws.open(server.url)

@@ -64,6 +64,9 @@ def report(**changes: Any) -> dict[str, Any]:
             "downlink_loss_pct": [0.0, 0.0, 0.1, 0.0],
             "jitter_ms": [2.0, 2.5, 2.1, 2.4],
             "rtt_ms": [3.0, 3.1, None, None],
+            "uplink_rtt_ms": [2.0, None, 2.2, 2.1],
+            "delay_spread_ms": [8.0, 95.0, 110.0, 12.0],
+            "late_pct": [0.0, 4.0, 6.5, 0.0],
             "level_dbov": [-30.0, -28.0, -35.0, -31.0],
             "bitrate_kbps": [32.1, 31.9, 32.0, 32.2],
         },
@@ -252,9 +255,15 @@ def test_escaped_everywhere(expected):
 # --- charts in the page -----------------------------------------------------------
 
 
-def test_page_has_the_five_charts():
+def test_page_has_the_seven_charts():
     keys = re.findall(r'<svg class="chart" data-chart="([a-z]+)"', page())
-    assert keys == ["loss", "jitter", "rtt", "level", "bitrate"]
+    assert keys == ["loss", "jitter", "delay", "late", "rtt", "level", "bitrate"]
+
+
+def test_delay_chart_draws_the_uplink_spread():
+    delay = svg(page(), "delay")
+    assert [len(run) for run in polylines(delay, "delay_spread_ms")] == [4]
+    assert 'class="threshold"' in delay
 
 
 def test_loss_chart_breaks_at_a_gap():
@@ -266,7 +275,7 @@ def test_loss_chart_breaks_at_a_gap():
 
 
 def test_chart_without_data_has_no_series():
-    series = dict(report()["series"], rtt_ms=[None] * 4)
+    series = dict(report()["series"], rtt_ms=[None] * 4, uplink_rtt_ms=[None] * 4)
     rtt = svg(page(report(series=series)), "rtt")
     assert "<polyline" not in rtt
     assert 'class="threshold"' in rtt

@@ -48,6 +48,8 @@ def test_flow_rates_dict_is_rounded():
         "loss_pct": 0.33,
         "jitter_ms": 4.1,
         "rtt_ms": None,
+        "delay_spread_ms": None,
+        "reorder_pct": 0.0,
     }
 
 
