@@ -36,6 +36,10 @@ INBOUND_NUMBERS = (
     "totalSamplesReceived",
     "totalAudioEnergy",
     "audioLevel",
+    # not W3C: the listener's own view of delay variation (the Python client)
+    "relativeDelayP95",
+    "packetsReordered",
+    "packetsLate",
 )
 
 

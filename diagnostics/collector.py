@@ -216,6 +216,7 @@ class StatsCollector:
             jitter_ms=jitter_ms,
             rtt_ms=_pair_rtt_ms(stats, "publish"),
             delay_spread_ms=spread * 1000 if spread is not None else None,
+            arrivals=True,
             **{
                 field_: arrival[name] - previous.arrival.get(name, 0)
                 for name, field_ in ARRIVAL.items()

@@ -48,6 +48,8 @@ class Context:
         for side, flow in (("uplink", self.uplink), ("downlink", self.downlink)):
             if flow is not None and flow.rtt_ms is None:
                 flow.rtt_ms = self._client_rtt_ms(side)
+        self.downlink.delay_spread_ms = self._client_spread_ms()
+        self._client_late()
         self.quality = {
             "uplink": DirectionQuality.of(self.uplink),
             "downlink": DirectionQuality.of(self.downlink),
@@ -66,6 +68,40 @@ class Context:
         return recent(
             self.record.samples, end - self.thresholds.window, end, lambda s: s.t
         )
+
+    def _client_spread_ms(self) -> float | None:
+        """The spread of delay the listener's client measured on its worst
+        incoming stream (its last report; the Python client sends it)."""
+        spreads = [
+            entry.numbers["relativeDelayP95"]
+            for r in self.client[-1:]
+            for entry in r.inbound
+            if "relativeDelayP95" in entry.numbers
+        ]
+        return 1000 * max(spreads) if spreads else None
+
+    def _client_late(self) -> None:
+        """What the listener's client counted within the window: packets
+        behind a newer one, and late ones (behind three or more: a low-delay
+        jitter buffer conceals them, so they count against the downlink like
+        loss). The Python client reports them; browsers do not."""
+        reports = [
+            r for r in self.client if any("packetsLate" in e.numbers for e in r.inbound)
+        ]
+        if len(reports) < 2:
+            return
+        first, last = reports[0], reports[-1]
+        for name, counter in (
+            ("packetsLate", "late"),
+            ("packetsReordered", "reordered"),
+        ):
+            count = 0.0
+            for entry in last.inbound:
+                before = first.inbound_from(entry.peer_id)
+                if before is not None and name in entry.numbers:
+                    count += entry.numbers[name] - before.numbers.get(name, 0.0)
+            setattr(self.downlink, counter, max(0, round(count)))
+        self.downlink.arrivals = True
 
     def _client_rtt_ms(self, side: str) -> float | None:
         """The client's own measure of one connection's RTT (browsers report

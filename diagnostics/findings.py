@@ -274,7 +274,9 @@ def silent_microphone(ctx: Context) -> list[Finding]:
     return [
         Finding(
             "silent_microphone",
-            CRITICAL if digital else WARNING,
+            # room noise behind noise suppression is someone not talking:
+            # only digital silence is a fault (contract 1.1)
+            CRITICAL if digital else INFO,
             UPLINK,
             run[-1].t - 1.0,
             "audio packets arrive but the microphone captures "
@@ -461,50 +463,73 @@ def high_rtt(ctx: Context) -> list[Finding]:
 def delay_variation(ctx: Context) -> list[Finding]:
     """What RFC 3550 jitter misses: packets out of order and late, and the
     spread of their delay, which listeners' jitter buffers must absorb (by
-    adding delay) or conceal. Measured by the server on the uplink."""
-    th, flow = ctx.thresholds, ctx.uplink
-    if flow is None or flow.packets < th.min_packets:
-        return []
-    spread, late = flow.delay_spread_ms or 0.0, flow.late_pct or 0.0
-    if spread < th.delay_spread_ms and late < th.late_pct:
-        return []
-    span = max(SINCE_SPAN, 2 * interval_of(ctx.window))
-    points = [
+    adding delay) or conceal. The uplink's is measured by the server; the
+    downlink's is the listener's own report (the Python client sends it)."""
+    th, found = ctx.thresholds, []
+    for side, flow, pick, whose, advice in (
         (
-            t,
-            f is not None
-            and (
-                (f.delay_spread_ms or 0.0) >= th.delay_spread_ms
-                or (f.late_pct or 0.0) >= th.late_pct
-            ),
-        )
-        for t, f in rolling(ctx.window, span, lambda s: s.uplink)
-    ]
-    return [
-        Finding(
-            "delay_variation",
-            ctx.quality[UPLINK].band,
             UPLINK,
-            run_since(points, span) or ctx.window[0].t,
-            f"this user's audio reaches the server unevenly: delay varies by "
-            f"{spread:.0f} ms, {flow.reorder_pct or 0.0:.0f} % of packets out of "
-            f"order, {late:.1f} % late",
-            {
-                "delay_spread_ms": round(spread, 1),
-                "threshold_ms": th.delay_spread_ms,
-                "reorder_pct": rounded(flow.reorder_pct, 2),
-                "late_pct": round(late, 2),
-                "late_threshold_pct": th.late_pct,
-                "jitter_ms": rounded(flow.jitter_ms),
-                "mos": ctx.quality[UPLINK].mos,
-                "window_s": th.window,
-            },
+            ctx.uplink,
+            lambda s: s.uplink,
+            "this user's audio reaches the server",
             "The user's upload is congested (a busy Wi-Fi, other uploads, "
             "bufferbloat): listeners' jitter buffers add delay or drop late audio, "
             "so everyone hears this user late or choppy. Suggest a wired "
             "connection and pausing uploads.",
+        ),
+        (
+            DOWNLINK,
+            ctx.downlink,
+            None,
+            "the audio reaches this user",
+            "The user's download is congested (a busy Wi-Fi, other downloads or "
+            "streams): their jitter buffer adds delay or drops late audio, so "
+            "they hear everyone late or choppy. Suggest a wired connection.",
+        ),
+    ):
+        if flow is None:
+            continue
+        spread, late = flow.delay_spread_ms or 0.0, flow.late_pct or 0.0
+        if spread < th.delay_spread_ms and late < th.late_pct:
+            continue
+        since = ctx.window[0].t if ctx.window else ctx.now
+        if pick is not None:
+            span = max(SINCE_SPAN, 2 * interval_of(ctx.window))
+            points = [
+                (
+                    t,
+                    f is not None
+                    and (
+                        (f.delay_spread_ms or 0.0) >= th.delay_spread_ms
+                        or (f.late_pct or 0.0) >= th.late_pct
+                    ),
+                )
+                for t, f in rolling(ctx.window, span, pick)
+            ]
+            since = run_since(points, span) or since
+        found.append(
+            Finding(
+                "delay_variation",
+                ctx.quality[side].band,
+                side,
+                since,
+                f"{whose} unevenly: its delay varies by {spread:.0f} ms"
+                + (f", {late:.1f} % of packets late" if pick is not None else ""),
+                {
+                    "delay_spread_ms": round(spread, 1),
+                    "threshold_ms": th.delay_spread_ms,
+                    "reorder_pct": rounded(flow.reorder_pct, 2),
+                    "late_pct": rounded(flow.late_pct, 2),
+                    "late_threshold_pct": th.late_pct,
+                    "jitter_ms": rounded(flow.jitter_ms),
+                    "mos": ctx.quality[side].mos,
+                    "measured_by": "server" if pick is not None else "client",
+                    "window_s": th.window,
+                },
+                advice,
+            )
         )
-    ]
+    return found
 
 
 #: the findings whose severity is their direction's MOS band (quality.py)

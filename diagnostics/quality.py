@@ -77,8 +77,8 @@ class DirectionQuality:
         if flow is None or flow.expected <= 0:
             return cls(None, None, None, None, rounded(flow.rtt_ms) if flow else None)
         loss = flow.loss_pct or 0.0
-        late = flow.late_pct or 0.0
-        r = r_factor(loss + late, flow.burst_ratio, one_way_ms(flow))
+        late = flow.late_pct
+        r = r_factor(loss + (late or 0.0), flow.burst_ratio, one_way_ms(flow))
         return cls(
             round(max(0.0, min(100.0, r))),
             round(mos(r), 2),
@@ -87,7 +87,7 @@ class DirectionQuality:
             rounded(flow.rtt_ms),
             rounded(flow.delay_spread_ms),
             rounded(flow.reorder_pct, 2),
-            rounded(late, 2),
+            rounded(late, 2) if late is not None else None,
             rounded(flow.burst_ratio, 2),
         )
 

@@ -52,6 +52,8 @@ class Flow:
     bursts: int = 0
     burst_lost: int = 0
     delay_spread_ms: float | None = None
+    #: reordered, late and bursts were counted (the server counts the uplink)
+    arrivals: bool = False
 
     @property
     def loss_pct(self) -> float | None:
@@ -59,11 +61,15 @@ class Flow:
 
     @property
     def late_pct(self) -> float | None:
-        return 100.0 * self.late / self.packets if self.packets > 0 else None
+        if not self.arrivals or self.packets <= 0:
+            return None
+        return 100.0 * self.late / self.packets
 
     @property
     def reorder_pct(self) -> float | None:
-        return 100.0 * self.reordered / self.packets if self.packets > 0 else None
+        if not self.arrivals or self.packets <= 0:
+            return None
+        return 100.0 * self.reordered / self.packets
 
     @property
     def burst_ratio(self) -> float:
@@ -201,6 +207,7 @@ def total(flows: Iterable[Flow]) -> Flow:
         for gauge, values in gauges.items():
             if (value := getattr(flow, gauge)) is not None:
                 values.append(value)
+        out.arrivals = out.arrivals or flow.arrivals
     out.lost = max(0, out.lost)  # duplicates can make a lost counter go back
     for gauge, values in gauges.items():
         setattr(out, gauge, sum(values) / len(values) if values else None)

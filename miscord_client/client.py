@@ -48,6 +48,7 @@ from aiortc.rtp import RtpPacket
 from . import ice
 from .protocol import Close, MediaMode
 from .rtc import (
+    Arrivals,
     RawReceiver,
     close_peer_connection,
     new_peer_connection,
@@ -450,14 +451,16 @@ class VoiceClient:
                     transceiver=transceiver,
                 )
         self.remote = remote
-        if self.raw_sink is not None:
-            for transceiver in pc.getTransceivers():
-                mid = transceiver.mid
-                if mid and mid not in self._hooked and transceiver.receiver.track:
-                    self._hooked.add(mid)
+        for transceiver in pc.getTransceivers():
+            mid = transceiver.mid
+            if mid and mid not in self._hooked and transceiver.receiver.track:
+                self._hooked.add(mid)
+                if self.raw_sink is not None:
                     RawReceiver(
                         transceiver.receiver, transceiver.kind, self._raw_packet(mid)
                     )
+                elif transceiver.kind == "audio":
+                    Arrivals(transceiver.receiver)
         ice.prepare(pc, self.ice)
         await pc.setLocalDescription(await pc.createAnswer())
         await self.send(
@@ -541,6 +544,7 @@ class VoiceClient:
             stat = stats.get(f"inbound-rtp_{id(receiver)}")
             if stat is None:
                 continue
+            arrivals = getattr(receiver, Arrivals.ATTRIBUTE, None)
             report["inbound"].append(
                 {
                     "peer_id": remote.peer_id,
@@ -549,6 +553,7 @@ class VoiceClient:
                     "packetsLost": max(0, stat.packetsLost),
                     # aiortc reports jitter in RTP timestamp units (48 kHz Opus)
                     "jitter": stat.jitter / 48000,
+                    **(arrivals.stats() if arrivals is not None else {}),
                 }
             )
         return report

@@ -9,6 +9,7 @@ takes a receiver's packets over through two private attributes, which
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -143,7 +144,7 @@ async def close_peer_connection(
     for task in leftovers:
         task.cancel()
     await asyncio.gather(*leftovers, return_exceptions=True)
-    dropped = (*RawReceiver.HOOKS, *hooks)
+    dropped = (*RawReceiver.HOOKS, Arrivals.ATTRIBUTE, *hooks)
     for receiver, sender, _ in parts:
         for obj in (receiver, sender):
             for attr in dropped:
@@ -196,6 +197,66 @@ class BoundedNackGenerator(NackGenerator):
                 self.max_seq = packet.sequence_number
                 return False
         return super().add(packet)
+
+
+#: seconds from the median beyond which a transit time is an RTP timestamp
+#: that wrapped, not delay
+WRAP_GUARD = 10.0
+
+
+def relative_delay(transits: Iterable[float]) -> tuple[float, float] | None:
+    """The median and 95th percentile (seconds) of packets' delay beyond the
+    quickest one's, from their transit times (arrival minus RTP time, in
+    seconds): the spread a jitter buffer has to hide. None below 20 packets."""
+    values = sorted(transits)
+    if len(values) < 20:
+        return None
+    middle = values[len(values) // 2]
+    values = [v for v in values if abs(v - middle) < WRAP_GUARD]
+    base = values[0]
+    return values[len(values) // 2] - base, values[(len(values) - 1) * 95 // 100] - base
+
+
+class Arrivals:
+    """A decoding receiver's arrivals as its listener feels them: the transit
+    times of its last packets (their spread is what the jitter buffer must
+    hide; RFC 3550 jitter, over packets in order, misses reordering) and how
+    many came behind a newer one. Reported in the client's ``stats``."""
+
+    ATTRIBUTE = "_miscord_arrivals"
+    KEPT = 256
+
+    def __init__(self, receiver: RTCRtpReceiver, clockrate: int = 48000) -> None:
+        self.clockrate = clockrate
+        self.transits: collections.deque[float] = collections.deque(maxlen=self.KEPT)
+        self.reordered = 0
+        self.late = 0  # behind three or more newer packets
+        self._highest: int | None = None
+        self._handle = receiver._handle_rtp_packet
+        receiver._handle_rtp_packet = self._on_rtp  # type: ignore[method-assign]
+        setattr(receiver, self.ATTRIBUTE, self)
+
+    async def _on_rtp(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        self.transits.append(arrival_time_ms / 1000 - packet.timestamp / self.clockrate)
+        seq = packet.sequence_number
+        behind = (self._highest - seq) & 0xFFFF if self._highest is not None else 0
+        if 0 < behind < 0x8000:
+            self.reordered += 1
+            self.late += behind >= 3
+        else:
+            self._highest = seq
+        await self._handle(packet, arrival_time_ms)
+
+    def stats(self) -> dict[str, float]:
+        """``relativeDelayP95`` (seconds), ``packetsReordered``, ``packetsLate``."""
+        out: dict[str, float] = {
+            "packetsReordered": self.reordered,
+            "packetsLate": self.late,
+        }
+        delay = relative_delay(self.transits)
+        if delay is not None:
+            out["relativeDelayP95"] = round(delay[1], 4)
+        return out
 
 
 class RawReceiver:

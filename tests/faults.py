@@ -89,8 +89,17 @@ class IncomingFault:
     """Wraps a client pc's UDP receive path: drop a fraction of the RTP it is sent
     (what the server forwards to it), as a lossy download would."""
 
-    def __init__(self, pc: RTCPeerConnection, drop: float = 0.0, seed: int = 2) -> None:
+    def __init__(
+        self,
+        pc: RTCPeerConnection,
+        drop: float = 0.0,
+        seed: int = 2,
+        jitter: float = 0.0,
+    ) -> None:
+        """``drop`` a share of the RTP, or delay it by 0..``jitter`` s at
+        random (reordering it), as a congested download would."""
         self.drop = drop
+        self.jitter = jitter
         self.received = 0
         self.dropped = 0
         self._random = random.Random(seed)
@@ -106,7 +115,11 @@ class IncomingFault:
                 self.dropped += 1
                 return
             self.received += 1
-            original(data, addr)
+            if self.jitter and _is_rtp(data):
+                delay = self._random.uniform(0, self.jitter)
+                asyncio.get_running_loop().call_later(delay, original, data, addr)
+            else:
+                original(data, addr)
 
         return datagram_received
 

@@ -26,7 +26,7 @@ from aiortc.rtp import (
     unpack_header_extensions,
 )
 
-from miscord_client.rtc import PacketSink, RawReceiver, drop, private
+from miscord_client.rtc import PacketSink, RawReceiver, drop, private, relative_delay
 
 from ..native import ffi, lib
 from .counters import count_rx
@@ -295,12 +295,6 @@ class NativeSink(Protocol):
     def after_native(self, flags: int, packet: RtpPacket) -> None: ...
 
 
-#: transit times needed before their spread means anything
-MIN_TRANSITS = 20
-#: microseconds from the median beyond which a transit time is a timestamp wrap
-WRAP_GUARD_US = 10_000_000
-
-
 class NativeStreamStatistics(StreamStatistics):
     """aiortc's reception statistics of one SSRC, counted in C (``struct
     fan_stream``) so that the packets C takes and those Python takes count in
@@ -343,15 +337,8 @@ class NativeStreamStatistics(StreamStatistics):
         listener's jitter buffer has to hide."""
         native = self.native
         count = min(native.transits_n, lib.FAN_TRANSITS)
-        median = p95 = None
-        if count >= MIN_TRANSITS:
-            values = sorted(native.transits[i] for i in range(count))
-            middle = values[count // 2]
-            # an RTP timestamp that wrapped puts a packet hours away: not delay
-            values = [v for v in values if abs(v - middle) < WRAP_GUARD_US]
-            base = values[0]
-            median = (values[len(values) // 2] - base) / 1e6
-            p95 = (values[(len(values) - 1) * 95 // 100] - base) / 1e6
+        delay = relative_delay(native.transits[i] / 1e6 for i in range(count))
+        median, p95 = delay if delay is not None else (None, None)
         return {
             "packetsReordered": native.reordered,
             "packetsLate": native.late,

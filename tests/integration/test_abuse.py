@@ -235,8 +235,10 @@ async def test_1000_mutated_sdps_get_errors_or_answers(abuse_server):
             frame = json.dumps(message)
             replies, closed = await exchange(ws, frame, n)
             if len(frame.encode()) > Settings.max_message_bytes:
-                # refused from its header, before it is read: close 1009
-                assert closed == 1009, (n, closed)
+                # refused from its header, before it is read: close 1009 (the
+                # unread rest makes the server's kernel reset the connection,
+                # which may overtake the close frame: then 1006)
+                assert closed in (1009, 1006), (n, closed)
                 codes["too_large"] = codes.get("too_large", 0) + 1
                 fresh = await join(server, "mallory", "target")
                 await ws.close()

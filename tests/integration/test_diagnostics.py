@@ -80,6 +80,24 @@ async def test_publisher_sending_silence(start_server, clients):
     assert ("silent_microphone", "uplink") not in found(await report(server, b.peer_id))
 
 
+async def test_a_quiet_microphone_is_someone_not_talking(start_server, clients):
+    """Room noise at about -80 dBov is no fault: at most info, no score lost."""
+    server = await diag_server(start_server)
+    a = clients(server, "alice")
+    await a.join("room")
+    from tests.media import ToneTrack
+
+    await a.publish(microphone=ToneTrack(440, amplitude=0.0002))
+    b = await participant(clients, server, "bob", 660)
+    await connected(server, a, b)
+    body = await wait_report(server, a.peer_id, has("silent_microphone", "uplink"))
+    quiet = finding(body, "silent_microphone")
+    assert quiet["severity"] == "info" and quiet["evidence"]["max_dbov"] > -100
+    assert body["verdict"] == "ok" and body["uplink"]["audio_score"] == 100
+    assert_consistent(body)
+    row("quiet microphone (room noise, -80 dBov)", body)
+
+
 async def test_participant_that_publishes_nothing(start_server, clients):
     server = await diag_server(start_server)
     a = await participant(clients, server, "alice", None)
@@ -138,6 +156,31 @@ async def test_downlink_loss_on_one_subscriber_only(start_server, clients):
     for other in (a, b):  # healthy once past the call's first seconds
         body = await wait_report(server, other.peer_id, settled)
         assert found(body) == set(), summary(body)
+
+
+async def test_downlink_delay_spread_on_one_listener(start_server, clients):
+    server = await diag_server(start_server)
+    a = await participant(clients, server, "alice", 440)
+    b = await participant(clients, server, "bob", 660)
+    c = await participant(clients, server, "carol", 880)
+    await connected(server, a, b, c)
+    IncomingFault(c.subscribe_pc, jitter=0.15)  # carol's download reorders
+
+    def judged(body):  # on a measured downlink
+        found = has("delay_variation", "downlink")(body)
+        return found and body["downlink"]["mos"] is not None
+
+    body = await wait_report(server, c.peer_id, judged)
+    evidence = finding(body, "delay_variation")["evidence"]
+    assert evidence["late_pct"] > 1 and body["downlink"]["mos"] < 4.0, summary(body)
+    assert evidence["measured_by"] == "client" and evidence["delay_spread_ms"] > 60
+    assert ("delay_variation", "uplink") not in found(body), summary(body)
+    assert_consistent(body)
+    row("downlink delay 0-150 ms at random on one listener", body)
+    for other in (a, b):
+        assert ("delay_variation", "downlink") not in found(
+            await report(server, other.peer_id)
+        )
 
 
 async def test_added_jitter_on_the_uplink(start_server, clients):

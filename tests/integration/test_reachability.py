@@ -21,6 +21,7 @@ import aioice.turn
 import pytest
 
 from miscord_client import ice
+from tests.diag_call import finding, found, has, report, wait_report
 from tests.media import ToneTrack
 from tests.turn import TURN_SECRET, spare_ports
 from tests.voice import Ears, settle, tone_participant
@@ -82,6 +83,14 @@ async def test_relay_only_client_speaks_and_hears_through_coturn(
     pairs = [s for s in participant.stats() if s["type"] == "candidate-pair"]
     assert {p["pc"] for p in pairs} == {"publish", "subscribe"}
     assert all(p["remoteCandidate"].endswith(" relay") for p in pairs), pairs
+    # support reads it in the report (once a stats tick has seen the pairs)
+    body = await wait_report(server, alice.peer_id, has("relayed", "both"))
+    assert finding(body, "relayed")["evidence"]["connections"] == [
+        "publish",
+        "subscribe",
+    ]
+    assert finding(body, "relayed")["severity"] == "info"
+    assert ("relayed", "both") not in found(await report(server, bob.peer_id))
 
     # the credentials of the REST scheme, and coturn allocated under them
     (turn_server,) = alice.ice_servers

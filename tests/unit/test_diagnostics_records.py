@@ -49,7 +49,7 @@ def test_flow_rates_dict_is_rounded():
         "jitter_ms": 4.1,
         "rtt_ms": None,
         "delay_spread_ms": None,
-        "reorder_pct": 0.0,
+        "reorder_pct": None,  # not counted on this flow
     }
 
 

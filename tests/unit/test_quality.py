@@ -13,7 +13,12 @@ def flow(loss_pct: float = 0.0, **fields: float) -> Flow:
     expected = 1000
     lost = round(expected * loss_pct / 100)
     return Flow(
-        seconds=20.0, packets=expected - lost, expected=expected, lost=lost, **fields
+        seconds=20.0,
+        packets=expected - lost,
+        expected=expected,
+        lost=lost,
+        arrivals=True,
+        **fields,
     )
 
 

@@ -111,7 +111,7 @@ export async function diagnoseAudioIssues({ sampleMs = 1000, print = true } = {}
         });
       }
     }
-    if (v.muted) add("muted", "warning", "You are muted: nobody hears you.", { advice: "Unmute." });
+    if (v.muted) add("muted", "info", "You are muted: nobody hears you.", { advice: "Unmute." });
     if (v.deafened) add("deafened", "info", "You are deafened: you hear nobody.");
     for (const [name, pc] of [
       ["publish", v.publishPc],
