@@ -52,6 +52,11 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_sample(args: argparse.Namespace) -> int:
+    print(config.config_sample(), end="")
+    return 0
+
+
 def _token(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get(config.env_name("secret"))
     if args.secret_file and not secret:
@@ -89,6 +94,10 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server (web client, /ws, APIs)")
     config.add_arguments(serve)
     serve.set_defaults(run=_serve)
+    sample = sub.add_parser(
+        "config-sample", help="print a complete config file (every setting)"
+    )
+    sample.set_defaults(run=_config_sample)
     token = sub.add_parser("token", help="print an access token")
     token.add_argument("--user", required=True)
     token.add_argument(

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import secrets
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -352,6 +354,13 @@ def _convert(kind: Any, raw: str, name: str) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="a TOML file of settings, keys named like the environment variables "
+        "without SFU_, lower-case (`miscord-sfu config-sample` prints one) "
+        f"[{CONFIG_ENV}]",
+    )
     for f in fields(Settings):
         kind = str(f.type)
         default = f.default if not callable(f.default_factory) else f.default_factory()
@@ -373,12 +382,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(_flag(f.name), type=caster, dest=f.name, help=help_text)
 
 
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+
+
 def from_sources(
     args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
-    """Flags win over the environment, which wins over the defaults."""
+    """Flags win over the environment, which wins over the config file
+    (``--config``, ``SFU_CONFIG``), which wins over the defaults. The whole
+    file is checked, even keys something else overrides."""
     env = os.environ if env is None else env
-    values: dict[str, Any] = {}
+    path = getattr(args, "config", None) or env.get(CONFIG_ENV)
+    values: dict[str, Any] = read_file(path) if path else {}
     for f in fields(Settings):
         flag_value = getattr(args, f.name, None) if args is not None else None
         if flag_value is not None:
@@ -386,6 +401,75 @@ def from_sources(
         elif env_name(f.name) in env:
             values[f.name] = _convert(f.type, env[env_name(f.name)], f.name)
     return Settings(**values)
+
+
+#: what a TOML value of each setting type may be (a float setting takes an
+#: integer too; TOML's booleans are not integers here)
+TOML_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "str": (str,),
+}
+
+
+def read_file(path: str) -> dict[str, Any]:
+    """The settings of a TOML file, each key and value checked: an unknown key
+    or a value of the wrong type is a ValueError naming the key and the file."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ValueError(f"config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {path}: not TOML: {exc}") from None
+    known = {f.name: str(f.type) for f in fields(Settings)}
+    for key, value in data.items():
+        kind = known.get(key)
+        if kind is None:
+            raise ValueError(
+                f"config file {path}: unknown key {key!r} (keys are the "
+                "environment variables without SFU_, lower-case)"
+            )
+        if kind.startswith("list"):
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        else:
+            allowed = TOML_TYPES[kind]
+            ok = isinstance(value, allowed) and (
+                bool in allowed or not isinstance(value, bool)
+            )
+        if not ok:
+            raise ValueError(
+                f"config file {path}: {key} = {value!r}: needs {_toml_kind(kind)}"
+            )
+    return dict(data)
+
+
+def _toml_kind(kind: str) -> str:
+    if kind.startswith("list"):
+        return "a list of strings"
+    return {"int": "an integer", "float": "a number", "bool": "true or false"}.get(
+        kind, "a string"
+    )
+
+
+def config_sample() -> str:
+    """A complete config file: every setting with its meaning beside it, at
+    its default; settings without one (empty) commented out."""
+    lines = [
+        "# miscord-sfu settings (serve --config FILE.toml, or SFU_CONFIG).",
+        "# Precedence: flags, then SFU_* environment variables, then this file.",
+        "",
+    ]
+    for f in fields(Settings):
+        default = f.default if not callable(f.default_factory) else f.default_factory()
+        if isinstance(default, bool):
+            value = "true" if default else "false"
+        else:
+            value = json.dumps(default)
+        commented = "# " if default in ("", []) else ""
+        lines += [f"# {f.metadata['help']}", f"{commented}{f.name} = {value}", ""]
+    return "\n".join(lines)
 
 
 def reference_table(rows: Sequence[str] = ()) -> str:

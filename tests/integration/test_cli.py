@@ -187,3 +187,30 @@ async def test_systemd_hears_ready_once_it_listens_and_stopping_at_sigterm(tmp_p
             if proc.poll() is None:
                 proc.kill()
             proc.communicate()
+
+
+async def test_serve_takes_the_sample_config_and_refuses_a_bad_key(tmp_path):
+    sample = subprocess.run(
+        [sys.executable, "-m", "signaling.cli", "config-sample"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    good = tmp_path / "good.toml"
+    good.write_text(sample)
+    proc, url = serve("--config", str(good))
+    try:
+        assert (await wait_healthy(url))["status"] == "ok"
+    finally:
+        stop(proc)
+    bad = tmp_path / "bad.toml"
+    assert "\nresume_grace = 15.0\n" in sample
+    bad.write_text(sample.replace("resume_grace = 15.0", "resume_grace = -1"))
+    proc, _ = serve(env=clean_env(SFU_CONFIG=str(bad)))
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 2 and "resume_grace (--resume-grace" in out, out
+    bad.write_text("heartbeat_intervall = 5\n")
+    proc, _ = serve("--config", str(bad))
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 2 and "unknown key 'heartbeat_intervall'" in out, out

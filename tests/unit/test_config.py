@@ -17,6 +17,7 @@ from signaling.config import (
     MIN_SECRET_BYTES,
     Settings,
     add_arguments,
+    config_sample,
     env_name,
     from_sources,
     reference_table,
@@ -371,3 +372,79 @@ def test_reference_table_with_given_header():
     table = reference_table(["| a | b | c | d |"])
     assert table.splitlines()[0] == "| a | b | c | d |"
     assert len(table.splitlines()) == 1 + len(fields(Settings))
+
+
+# --- the config file (contract 1.1, "Operating it") ------------------------------
+
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "sfu.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_file_then_environment_then_flags(tmp_path):
+    path = write(tmp_path, 'port = 7000\nlog_level = ["debug"]\nmax_channels = 5\n')
+    s = from_sources(flags("--config", path), {})
+    assert (s.port, s.log_level, s.max_channels) == (7000, ["debug"], 5)
+    s = from_sources(flags("--config", path), {"SFU_PORT": "7100"})
+    assert (s.port, s.log_level) == (7100, ["debug"])
+    s = from_sources(flags("--config", path, "--port", "7200"), {"SFU_PORT": "7100"})
+    assert s.port == 7200
+    # SFU_CONFIG names the file too
+    assert from_sources(None, {"SFU_CONFIG": path}).max_channels == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("prot = 8080\n", "unknown key 'prot'"),
+        ('port = "8080"\n', "port = '8080': needs an integer"),
+        ("port = true\n", "port = True: needs an integer"),
+        ("ice_hosts = [1]\n", "ice_hosts = [1]: needs a list of strings"),
+        ('dev_support = "yes"\n', "needs true or false"),
+        ("port = \n", "not TOML"),
+    ],
+)
+def test_a_bad_file_is_refused_naming_the_key(tmp_path, text, named):
+    path = write(tmp_path, text)
+    with pytest.raises(ValueError, match=r"config file .*sfu\.toml") as info:
+        from_sources(flags("--config", path), {})
+    assert named in str(info.value)
+
+
+def test_the_whole_file_is_checked_even_what_a_flag_overrides(tmp_path):
+    path = write(tmp_path, 'port = "eighty"\n')
+    with pytest.raises(ValueError, match="port"):
+        from_sources(flags("--config", path, "--port", "9000"), {})
+
+
+def test_a_value_the_settings_refuse_names_the_setting(tmp_path):
+    path = write(tmp_path, "resume_grace = -1\n")
+    with pytest.raises(ValueError, match="resume_grace"):
+        from_sources(flags("--config", path), {})
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"nowhere\.toml"):
+        from_sources(flags("--config", str(tmp_path / "nowhere.toml")), {})
+
+
+def test_the_sample_is_complete_and_round_trips(tmp_path):
+    sample = config_sample()
+    names = [f.name for f in fields(Settings)]
+    for name in names:  # every setting, set or commented out, with its meaning
+        assert f"\n{name} = " in sample or f"\n# {name} = " in sample, name
+    read = from_sources(flags("--config", write(tmp_path, sample)), {})
+    defaults = Settings()
+
+    def values(s: Settings) -> dict:  # (an empty secret is a random one per start)
+        return {n: getattr(s, n) for n in names if not n.startswith("secret")}
+
+    assert values(read) == values(defaults)
+    # the commented-out ones are valid TOML of the right type once uncommented
+    uncommented = "\n".join(
+        line[2:] if any(line.startswith(f"# {n} = ") for n in names) else line
+        for line in sample.splitlines()
+    )
+    from_sources(flags("--config", write(tmp_path, uncommented)), {})
