@@ -8,7 +8,10 @@ import time
 
 import jwt
 
-ROLES = ("member", "support")
+ROLES = ("member", "support", "admin")
+#: what a token may do in its channels (contract 1.1, the ``can`` claim):
+#: publish a microphone, publish a screen, receive the others
+RIGHTS = ("speak", "screen", "listen")
 ALGORITHM = "HS256"
 
 
@@ -19,9 +22,13 @@ def issue(
     role: str = "member",
     ttl: float = 24 * 3600,
     name: str | None = None,
+    can: list[str] | None = None,
 ) -> str:
+    """A token; ``can`` None: every right."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
+    if can is not None and not set(can) <= set(RIGHTS):
+        raise ValueError(f"can must name rights among {RIGHTS}")
     claims: dict[str, object] = {
         "sub": user,
         "channels": channels,
@@ -30,4 +37,6 @@ def issue(
     }
     if name:
         claims["name"] = name
+    if can is not None:
+        claims["can"] = list(can)
     return jwt.encode(claims, secret, algorithm=ALGORITHM)

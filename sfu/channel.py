@@ -30,11 +30,15 @@ class Channel:
         ]
 
     def publications_changed(self) -> None:
-        """Every participant receives every other participant's sources."""
+        """Every participant receives every other participant's sources,
+        unless its token lacks ``listen``: then its subscribe connection
+        carries no media."""
         publications = self.publications()
         for participant in self.participants.values():
             participant.subscribe.want(
                 [p for p in publications if p.peer_id != participant.peer_id]
+                if "listen" in participant.can
+                else []
             )
 
     def check_screen_allowed(self) -> None:

@@ -21,6 +21,12 @@ class BadRequest(MediaError):
     code = protocol.BAD_MESSAGE
 
 
+class Forbidden(MediaError):
+    """The participant's token lacks the right (``can``) for what it asked."""
+
+    code = protocol.FORBIDDEN
+
+
 class ChannelFull(MediaError):
     code = protocol.CHANNEL_FULL
 

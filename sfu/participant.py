@@ -18,7 +18,9 @@ from typing import Any, Protocol
 
 from aiortc import RTCPeerConnection
 
-from .errors import BadRequest
+from miscord_client.tokens import RIGHTS
+
+from .errors import BadRequest, Forbidden
 from .events import (
     Event,
     EventBus,
@@ -41,6 +43,9 @@ from .sdp_check import MAX_CANDIDATES
 from .settings import MediaSettings
 from .subscriber import SubscribeSession
 from .tasks import TaskGroup
+
+#: the right (``can``) publishing each source takes
+PUBLISH_RIGHT = {"microphone": "speak", "screen": "screen"}
 
 log = logging.getLogger("miscord.voice")
 screen_log = logging.getLogger("miscord.screen")
@@ -66,8 +71,11 @@ class Participant:
         user_id: str,
         name: str,
         ports: PortLease | None = None,
+        can: frozenset[str] = frozenset(RIGHTS),
     ) -> None:
         self.channel = owner(channel)  # the owner; no cycle
+        #: what its token allows: speak, screen, listen (contract 1.1)
+        self.can = can
         self.channel_id = channel.id
         self.events = channel.events
         self.peer_id = peer_id
@@ -158,6 +166,12 @@ class Participant:
 
     def check_screen_allowed(self) -> None:
         self.channel.check_screen_allowed()
+
+    def check_may_publish(self, source: str) -> None:
+        """Its token's rights (``can``) allow publishing ``source``."""
+        right = PUBLISH_RIGHT.get(source)
+        if right is not None and right not in self.can:
+            raise Forbidden(f"this token may not publish a {source} (no {right!r})")
 
     def on_published(self, pub: Publication) -> None:
         pub.set_muted(self._mute_wanted.pop(pub.source, False))

@@ -36,6 +36,8 @@ class PublisherOwner(ConnectionOwner, Protocol):
 
     def check_screen_allowed(self) -> None: ...
 
+    def check_may_publish(self, source: str) -> None: ...
+
     def on_published(self, pub: Publication) -> None: ...
 
     def on_unpublished(self, pub: Publication) -> None: ...
@@ -57,6 +59,9 @@ class PublishSession:
     async def apply_offer(self, text: str, sources: dict[str, str]) -> str:
         """Apply a publish offer; returns the answer SDP."""
         offered = sdp_check.check_publish_offer(text, sources, self._mids)
+        for media in offered:  # before anything of the offer applies
+            if media.sending and media.mid in sources:
+                self.participant.check_may_publish(sources[media.mid])
         wants_screen = any(
             m.sending and sources.get(m.mid) == "screen" for m in offered
         )

@@ -18,6 +18,8 @@ from collections import deque
 
 import aioice.ice
 
+from miscord_client.tokens import RIGHTS
+
 from . import rtc
 from .channel import Channel
 from .errors import ChannelFull, NoPorts
@@ -63,8 +65,15 @@ class SfuServer:
         await selftest()
         self.tasks.spawn(self._maintain(), "maintenance")
 
-    async def join(self, channel_id: str, user_id: str, name: str) -> Participant:
-        """Add a participant; its media starts when it offers or is offered to."""
+    async def join(
+        self,
+        channel_id: str,
+        user_id: str,
+        name: str,
+        can: frozenset[str] = frozenset(RIGHTS),
+    ) -> Participant:
+        """Add a participant; its media starts when it offers or is offered to.
+        ``can``: its token's rights (speak, screen, listen)."""
         channel = self.channels.get(channel_id)
         if channel is None and len(self.channels) >= self.settings.max_channels:
             raise ChannelFull(
@@ -84,7 +93,9 @@ class SfuServer:
             channel = self.channels[channel_id] = Channel(
                 channel_id, self.settings, self.events
             )
-        participant = Participant(channel, secrets.token_hex(6), user_id, name, ports)
+        participant = Participant(
+            channel, secrets.token_hex(6), user_id, name, ports, can
+        )
         channel.participants[participant.peer_id] = participant
         self.participants[participant.peer_id] = participant
         log.info(

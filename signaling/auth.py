@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import jwt
 from aiohttp import web
 
-from miscord_client.tokens import ALGORITHM, ROLES, issue
+from miscord_client.tokens import ALGORITHM, RIGHTS, ROLES, issue
 
-__all__ = ["ROLES", "AuthError", "Claims", "bearer", "issue", "verify"]
+__all__ = ["RIGHTS", "ROLES", "AuthError", "Claims", "bearer", "issue", "verify"]
 
 
 class AuthError(Exception):
@@ -25,13 +25,16 @@ class Claims:
     channels: tuple[str, ...]
     role: str
     expires: int
+    #: the rights in its channels (``can``; every one by default)
+    can: frozenset[str] = frozenset(RIGHTS)
 
     def may_join(self, channel: str) -> bool:
         return "*" in self.channels or channel in self.channels
 
     @property
     def support(self) -> bool:
-        return self.role == "support"
+        """Support staff's reading rights (an admin has them too)."""
+        return self.role in ("support", "admin")
 
 
 def verify(secret: str, token: str) -> Claims:
@@ -56,7 +59,10 @@ def verify(secret: str, token: str) -> Claims:
         raise AuthError("invalid token: 'channels' must be a list of strings")
     if role not in ROLES:
         raise AuthError(f"invalid token: unknown role {role!r}")
-    return Claims(sub, name, tuple(channels), role, int(data["exp"]))
+    can = data.get("can", list(RIGHTS))
+    if not isinstance(can, list) or not set(can) <= set(RIGHTS):
+        raise AuthError(f"invalid token: 'can' must list rights among {RIGHTS}")
+    return Claims(sub, name, tuple(channels), role, int(data["exp"]), frozenset(can))
 
 
 def bearer(request: web.Request, secret: str) -> Claims:

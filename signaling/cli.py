@@ -57,6 +57,17 @@ def _config_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rights(text: str) -> list[str]:
+    rights = [r.strip() for r in text.split(",") if r.strip()]
+    unknown = set(rights) - set(auth.RIGHTS)
+    if unknown:
+        known = ",".join(auth.RIGHTS)
+        raise argparse.ArgumentTypeError(
+            f"unknown right(s) {', '.join(sorted(unknown))}: use {known}"
+        )
+    return rights
+
+
 def _token(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get(config.env_name("secret"))
     if args.secret_file and not secret:
@@ -83,6 +94,7 @@ def _token(args: argparse.Namespace) -> int:
             role=args.role,
             ttl=args.ttl,
             name=args.name,
+            can=args.can,
         )
     )
     return 0
@@ -106,6 +118,11 @@ def parser() -> argparse.ArgumentParser:
         help="a channel it may join (repeat; '*' for every channel); required",
     )
     token.add_argument("--role", choices=auth.ROLES, default="member")
+    token.add_argument(
+        "--can",
+        type=_rights,
+        help=f"rights, comma-separated, among {','.join(auth.RIGHTS)} (default: all)",
+    )
     token.add_argument("--ttl", type=float, default=24 * 3600, help="seconds valid")
     token.add_argument("--name", help="display name (default: the user id)")
     token.add_argument("--secret", help="server secret [SFU_SECRET]")

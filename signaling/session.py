@@ -187,7 +187,7 @@ class Session:
             participant = None
             if join.kind == "voice":
                 participant = await self.services.sfu.join(
-                    join.channel, claims.user_id, claims.name
+                    join.channel, claims.user_id, claims.name, claims.can
                 )
             conn.user_id, conn.name, conn.role = (
                 claims.user_id,

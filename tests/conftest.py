@@ -33,9 +33,10 @@ class Server:
         channels: list[str] | None = None,
         role: str = "member",
         ttl: float = 600,
+        can: list[str] | None = None,
     ) -> str:
         return auth.issue(
-            SECRET, user, channels or ["*"], role=role, ttl=ttl, name=user
+            SECRET, user, channels or ["*"], role=role, ttl=ttl, name=user, can=can
         )
 
 

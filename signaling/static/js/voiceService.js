@@ -180,6 +180,12 @@ export class VoiceService extends EventTarget {
     this.dispatchEvent(new CustomEvent("state", { detail: { state, previous, ...detail } }));
   }
 
+  /** Whether the token's rights (`can`: speak, screen, listen) include `right`. */
+  may(right) {
+    const can = tokenClaims(this.token ?? "").can;
+    return !Array.isArray(can) || can.includes(right);
+  }
+
   get inCall() {
     return ["joining", "connecting", "connected", "reconnecting"].includes(this.state);
   }
@@ -585,7 +591,7 @@ export class VoiceService extends EventTarget {
   async _startPublish(session) {
     const pc = this._newPc("publish", session);
     this.publishPc = pc;
-    if (this.micTrack?.readyState === "live") {
+    if (this.micTrack?.readyState === "live" && this.may("speak")) {
       this.micTransceiver = pc.addTransceiver(this.micTrack, {
         direction: "sendonly",
         streams: [this.micStream],
@@ -677,6 +683,10 @@ export class VoiceService extends EventTarget {
     if (this.screenTrack) return true;
     if (!this.publishPc || this.state === "reconnecting") {
       this._notice("error", "Screen share: join a call first.", "screen_failed");
+      return false;
+    }
+    if (!this.may("screen")) {
+      this._notice("error", "You may not share your screen in this channel.", "forbidden");
       return false;
     }
     try {
