@@ -55,6 +55,8 @@ class Close(IntEnum):
     TRY_AGAIN_LATER = 1013
     #: (1.1) unknown, used or expired resume token: join afresh
     RESUME_REFUSED = 4410
+    #: (1.1) kicked by an admin
+    KICKED = 4003
 
 
 # --- values and limits ---------------------------------------------------------------
@@ -270,6 +272,8 @@ class TrackMuted(TypedDict):
     peer_id: str
     source: str
     muted: bool
+    #: (1.1) "server" when an admin muted or unmuted it
+    by: NotRequired[Literal["server"]]
 
 
 class Speaking(TypedDict):

@@ -77,6 +77,8 @@ class TrackUnpublished(Event):
 class TrackMuted(Event):
     source: str
     muted: bool
+    #: "user" (its own mute) or "server" (an admin's)
+    by: str = "user"
 
 
 @dataclass(frozen=True)

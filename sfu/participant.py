@@ -98,6 +98,8 @@ class Participant:
         self._dtls_watched: weakref.WeakSet[RTCPeerConnection] = weakref.WeakSet()
         #: mute state asked for before the source was published
         self._mute_wanted: dict[str, bool] = {}
+        #: sources an admin muted: the peer may not unmute them
+        self.server_muted: set[str] = set()
 
     def emit(self, event: Event) -> None:
         self.events.emit(event)
@@ -153,6 +155,9 @@ class Participant:
             raise BadRequest(f"candidate refused: {exc}") from None
 
     def set_muted(self, source: str, muted: bool) -> None:
+        """Its own mute; refused (``forbidden``) to unmute what an admin muted."""
+        if not muted and source in self.server_muted:
+            raise Forbidden(f"the {source} is muted by the server")
         pub = self.publish.by_source(source)
         if pub is None:
             self._mute_wanted[source] = muted
@@ -161,6 +166,27 @@ class Participant:
             pub.set_muted(muted)
             log.info("%s %s %s", self.peer_id, "muted" if muted else "unmuted", source)
             self.emit(TrackMuted(self.channel_id, self.peer_id, source, muted))
+
+    def server_mute(self, source: str, muted: bool) -> None:
+        """An admin's mute (contract 1.1): forwarding stops (or resumes) at
+        once, everyone is told, and the peer cannot unmute it itself. Raises
+        LookupError for a source it has not published."""
+        pub = self.publish.by_source(source)
+        if pub is None:
+            raise LookupError(f"{self.peer_id} publishes no {source}")
+        if muted:
+            self.server_muted.add(source)
+        else:
+            self.server_muted.discard(source)
+        pub.set_muted(muted)
+        log.warning(
+            "%s %s by the server: %s",
+            self.peer_id,
+            "muted" if muted else "unmuted",
+            source,
+        )
+        event = TrackMuted(self.channel_id, self.peer_id, source, muted, by="server")
+        self.emit(event)
 
     # --- publications ---------------------------------------------------------------
 

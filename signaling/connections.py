@@ -36,6 +36,8 @@ log = logs.get("websocket")
 
 #: why a connection ended, for participant_left and the counters
 LEFT, REPLACED, TIMEOUT, ERROR = "left", "replaced", "timeout", "error"
+#: (1.1) an admin removed it
+KICKED = "kicked"
 
 
 @dataclass(eq=False)

@@ -12,7 +12,11 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
+from miscord_client.protocol import Close
+from sfu.participant import Participant
+
 from . import auth
+from .connections import KICKED
 from .services import services_of
 
 STATIC = Path(__file__).parent / "static"
@@ -33,6 +37,78 @@ def require_support(request: web.Request) -> auth.Claims:
             content_type="application/json",
         )
     return claims
+
+
+def require_admin(request: web.Request) -> auth.Claims:
+    claims = auth.bearer(request, services_of(request).settings.secret)
+    if claims.role != "admin":
+        raise _error(web.HTTPForbidden, "this needs an admin token")
+    return claims
+
+
+def _error(kind: type[web.HTTPException], text: str) -> web.HTTPException:
+    return kind(text=json.dumps({"error": text}), content_type="application/json")
+
+
+async def channels(request: web.Request) -> web.Response:
+    """Every voice channel and who is in it (support and admin)."""
+    require_support(request)
+    services = services_of(request)
+    return json_response(
+        [
+            {"channel": channel, "participants": services.participants_of(channel)}
+            for channel in sorted(services.sfu.channels)
+        ]
+    )
+
+
+def _moderated(request: web.Request) -> Participant:
+    """The participant an admin's request names, or 404."""
+    require_admin(request)
+    services = services_of(request)
+    participant = services.sfu.participants.get(request.match_info["peer_id"])
+    if participant is None or participant.channel_id != request.match_info["channel"]:
+        raise _error(web.HTTPNotFound, "no such participant in this channel")
+    return participant
+
+
+async def kick(request: web.Request) -> web.Response:
+    """Close the peer's socket with 4003 and end it (``participant_left``
+    ``kicked``): its media and its resume token end with it."""
+    participant = _moderated(request)
+    services = services_of(request)
+    manager = services.manager
+    conn = manager.by_peer.get(participant.peer_id)
+    voice = manager.voices.by_peer.get(participant.peer_id)
+    if conn is not None:
+        await manager.end(conn, KICKED, Close.KICKED, "kicked by an admin")
+    elif voice is not None:  # kept for a resume: no socket to close
+        await manager.voices.end(voice, KICKED)
+    else:
+        await services.sfu.leave(participant, KICKED)
+    return json_response({"peer_id": participant.peer_id, "kicked": True})
+
+
+async def server_mute(request: web.Request) -> web.Response:
+    """Stop (or resume) forwarding a source; the peer cannot undo it."""
+    participant = _moderated(request)
+    try:
+        body = await request.json()
+        source, muted = body["source"], body["muted"]
+        if source not in ("microphone", "screen") or not isinstance(muted, bool):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise _error(
+            web.HTTPBadRequest,
+            'body must be {"source": "microphone"|"screen", "muted": true|false}',
+        ) from None
+    try:
+        participant.server_mute(source, muted)
+    except LookupError as exc:
+        raise _error(web.HTTPNotFound, str(exc)) from None
+    return json_response(
+        {"peer_id": participant.peer_id, "source": source, "muted": muted}
+    )
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -227,6 +303,10 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/debug/websocket-stats", websocket_stats)
     app.router.add_get("/api/debug/forwarding", forwarding_stats)
     app.router.add_get("/api/peers", peers)
+    app.router.add_get("/api/channels", channels)
+    moderate = "/api/channels/{channel}/participants/{peer_id}"
+    app.router.add_post(moderate + "/kick", kick)
+    app.router.add_post(moderate + "/mute", server_mute)
     app.router.add_get("/api/peers/{peer_id}/stats", peer_stats)
     app.router.add_get("/api/peers/{peer_id}/report", peer_report)
     app.router.add_post("/api/peers/{peer_id}/audio-logging", audio_logging)

@@ -54,13 +54,16 @@ class EventRouter:
                     "source": source,
                 }
                 self._broadcast(event, unpublished, origin)
-            case events.TrackMuted(source=source, muted=muted):
+            case events.TrackMuted(source=source, muted=muted, by=by):
                 mute: protocol.TrackMuted = {
                     "type": "track_muted",
                     "peer_id": event.peer_id or "",
                     "source": source,
                     "muted": muted,
                 }
+                if by == "server":  # the peer is told too: it did not ask
+                    mute["by"] = "server"
+                    origin = None
                 self._broadcast(event, mute, origin)
             case events.Speaking(speakers=speakers):
                 speaking: protocol.Speaking = {

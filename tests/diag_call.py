@@ -67,11 +67,11 @@ async def connected(server, *clients, timeout: float = 10.0) -> None:
 async def fetch(
     server, path: str, token: str | None = "support", **kwargs: Any
 ) -> tuple[int, Any]:
-    """GET (or ``method=``) a path; ``token`` is a user name (support role for
-    "support") or None for no Authorization header."""
+    """GET (or ``method=``) a path; ``token`` is a user name (the support or
+    admin role for "support", "admin") or None for no Authorization header."""
     headers = dict(kwargs.pop("headers", {}))
     if token is not None:
-        role = "support" if token == "support" else "member"
+        role = token if token in ("support", "admin") else "member"
         headers["Authorization"] = f"Bearer {server.token(token, role=role)}"
     method = kwargs.pop("method", "GET")
     async with (

@@ -10,6 +10,7 @@ import asyncio
 import pytest
 
 from miscord_client.client import ServerError
+from tests.diag_call import fetch
 from tests.media import CounterScreen, ToneTrack
 from tests.voice import Ears, tone_participant
 
@@ -56,3 +57,93 @@ async def test_a_screen_is_refused_without_the_screen_right(server, clients):
         "screen"
         not in server.services.sfu.participants[alice.peer_id].publish.publications
     )
+
+
+# --- moderation (admin) -------------------------------------------------------------
+
+
+def moderate(peer_id: str, action: str, channel: str = "room") -> str:
+    return f"/api/channels/{channel}/participants/{peer_id}/{action}"
+
+
+async def test_only_admins_moderate_and_support_lists_channels(server, clients):
+    alice = await tone_participant(clients, server, "alice", 440)
+    for who in ("support", "member", None):
+        status, _ = await fetch(
+            server, moderate(alice.peer_id, "kick"), who, method="POST"
+        )
+        assert status == (401 if who is None else 403), who
+    status, listed = await fetch(server, "/api/channels", "support")
+    assert status == 200
+    assert [
+        (c["channel"], [p["peer_id"] for p in c["participants"]]) for c in listed
+    ] == [("room", [alice.peer_id])]
+    assert (await fetch(server, "/api/channels", "member"))[0] == 403
+    status, _ = await fetch(server, moderate("nobody", "kick"), "admin", method="POST")
+    assert status == 404
+    status, _ = await fetch(
+        server, moderate(alice.peer_id, "kick", "elsewhere"), "admin", method="POST"
+    )
+    assert status == 404
+
+
+async def test_kick_closes_4003_and_the_others_see_kicked(server, clients):
+    alice = await tone_participant(clients, server, "alice", 440)
+    bob = await tone_participant(clients, server, "bob", 660)
+    ears = Ears(bob)
+    assert await ears.hears(alice.peer_id, 440)
+    status, body = await fetch(
+        server, moderate(alice.peer_id, "kick"), "admin", method="POST"
+    )
+    assert status == 200 and body == {"peer_id": alice.peer_id, "kicked": True}
+    assert await alice.wait_closed(timeout=5) == 4003
+    left = await bob.wait_for_message("participant_left", peer_id=alice.peer_id)
+    assert left["reason"] == "kicked"
+    assert alice.peer_id not in server.services.sfu.participants
+    assert server.services.manager.voices.by_peer.keys() == {bob.peer_id}
+    await asyncio.sleep(1.0)  # her media stopped: nothing of her tone since
+    assert ears.share(alice.peer_id, 440, seconds=0.5) < 0.1
+
+
+async def test_server_mute_silences_refuses_self_unmute_and_admin_unmutes(
+    server, clients
+):
+    alice = await tone_participant(clients, server, "alice", 440)
+    bob = await tone_participant(clients, server, "bob", 660)
+    ears = Ears(bob)
+    assert await ears.hears(alice.peer_id, 440)
+    path = moderate(alice.peer_id, "mute")
+    status, _ = await fetch(
+        server,
+        path,
+        "admin",
+        method="POST",
+        json={"source": "microphone", "muted": True},
+    )
+    assert status == 200
+    for client in (alice, bob):  # everyone, the peer included, is told
+        told = await client.wait_for_message(
+            "track_muted", peer_id=alice.peer_id, muted=True
+        )
+        assert told["by"] == "server"
+    await asyncio.sleep(1.0)  # within 1 s the tone is gone from bob's audio
+    assert ears.share(alice.peer_id, 440, seconds=0.5) < 0.1
+    with pytest.raises(ServerError) as refused:
+        await alice.request({"type": "mute", "source": "microphone", "muted": False})
+    assert refused.value.code == "forbidden"
+    status, _ = await fetch(
+        server,
+        path,
+        "admin",
+        method="POST",
+        json={"source": "microphone", "muted": False},
+    )
+    assert status == 200
+    assert await ears.hears(alice.peer_id, 440)
+    # a source it does not publish, and a bad body
+    status, _ = await fetch(
+        server, path, "admin", method="POST", json={"source": "screen", "muted": True}
+    )
+    assert status == 404
+    status, _ = await fetch(server, path, "admin", method="POST", json={"muted": 1})
+    assert status == 400

@@ -449,6 +449,7 @@ export class VoiceService extends EventTarget {
       replaced: "You joined from another tab or device, so this one left the call.",
       unauthorized: "Your sign-in is not valid (expired?). Sign in again.",
       forbidden: "You may not join this channel.",
+      kicked: "A moderator removed you from the call.",
       join_failed: `Could not join: ${error?.message ?? "refused"}`,
     };
     if (why !== "left" && why !== "superseded") {
@@ -858,6 +859,14 @@ export class VoiceService extends EventTarget {
         this._emit("participants");
         break;
       case "track_muted":
+        if (message.by === "server" && message.peer_id === this.peerId) {
+          this.serverMuted = message.muted;
+          this._notice(
+            "warning",
+            message.muted ? "A moderator muted your microphone." : "A moderator unmuted your microphone.",
+            "server_mute",
+          );
+        }
         if (p) {
           const track = p.tracks.find((t) => t.source === message.source);
           if (track) track.muted = message.muted;

@@ -22,6 +22,7 @@ export const CLOSE = {
   TIMEOUT: 4408,
   RATE_LIMITED: 4429,
   TRY_AGAIN_LATER: 1013,
+  KICKED: 4003,
   RESUME_REFUSED: 4410,
 };
 
@@ -30,6 +31,7 @@ const FINAL = {
   [CLOSE.REPLACED]: "replaced",
   [CLOSE.UNAUTHORIZED]: "unauthorized",
   [CLOSE.FORBIDDEN]: "forbidden",
+  [CLOSE.KICKED]: "kicked",
 };
 
 /** Join errors that retrying cannot fix. */
