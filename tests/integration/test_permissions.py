@@ -113,14 +113,11 @@ async def test_server_mute_silences_refuses_self_unmute_and_admin_unmutes(
     ears = Ears(bob)
     assert await ears.hears(alice.peer_id, 440)
     path = moderate(alice.peer_id, "mute")
-    status, _ = await fetch(
-        server,
-        path,
-        "admin",
-        method="POST",
-        json={"source": "microphone", "muted": True},
-    )
-    assert status == 200
+
+    async def admin_mute(body: object) -> int:
+        return (await fetch(server, path, "admin", method="POST", json=body))[0]
+
+    assert await admin_mute({"source": "microphone", "muted": True}) == 200
     for client in (alice, bob):  # everyone, the peer included, is told
         told = await client.wait_for_message(
             "track_muted", peer_id=alice.peer_id, muted=True
@@ -131,19 +128,8 @@ async def test_server_mute_silences_refuses_self_unmute_and_admin_unmutes(
     with pytest.raises(ServerError) as refused:
         await alice.request({"type": "mute", "source": "microphone", "muted": False})
     assert refused.value.code == "forbidden"
-    status, _ = await fetch(
-        server,
-        path,
-        "admin",
-        method="POST",
-        json={"source": "microphone", "muted": False},
-    )
-    assert status == 200
+    assert await admin_mute({"source": "microphone", "muted": False}) == 200
     assert await ears.hears(alice.peer_id, 440)
     # a source it does not publish, and a bad body
-    status, _ = await fetch(
-        server, path, "admin", method="POST", json={"source": "screen", "muted": True}
-    )
-    assert status == 404
-    status, _ = await fetch(server, path, "admin", method="POST", json={"muted": 1})
-    assert status == 400
+    assert await admin_mute({"source": "screen", "muted": True}) == 404
+    assert await admin_mute({"muted": 1}) == 400
