@@ -16,10 +16,19 @@ import aioice.stun
 TURN_SECRET = "turn-secret-for-tests-only-0123456789abcdef"
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def listening_port() -> int:
+    """A port for coturn's UDP and TCP listeners, below Linux's ephemeral
+    ports (32768+): one taken from the ephemeral range was, once, a client
+    connection's by the time coturn bound it (errno 98)."""
+    while True:
+        port = random.randrange(10000, 20000)
+        try:
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                with socket.socket(socket.AF_INET, kind) as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
 
 
 def spare_ports(size: int) -> tuple[int, int]:
@@ -60,7 +69,7 @@ def start_coturn(directory: Path, relay_ports: tuple[int, int]) -> Coturn:
         raise RuntimeError(
             "coturn is not installed (apt-get install coturn; scripts/test does)"
         )
-    port = free_udp_port()
+    port = listening_port()
     log = directory / "turn.log"
     config = directory / "turn.conf"
     config.write_text(
