@@ -13,7 +13,12 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -152,8 +157,11 @@ class ServerMetrics(Collector):
 
 
 def registry_for(metrics: ServerMetrics) -> CollectorRegistry:
+    """The server's metrics and the process's (CPU, memory, open files, from
+    /proc: prometheus-client's process collector)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics)
+    ProcessCollector(registry=registry)
     return registry
 
 

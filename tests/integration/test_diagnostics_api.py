@@ -120,6 +120,10 @@ async def test_metrics(start_server, clients, sockets):
     assert samples["miscord_connections", (("kind", "events"),)] == 1
     assert samples["miscord_participants", ()] == 2
     assert samples["miscord_channels", ()] == 1
+    # the process's own, for dashboards (prometheus-client's process collector)
+    assert samples["process_cpu_seconds_total", ()] > 0
+    assert samples["process_resident_memory_bytes", ()] > 10_000_000
+    assert samples["process_open_fds", ()] > 10
     assert samples["miscord_forwarded_packets_total", ()] > 50
     assert samples["miscord_forwarded_bytes_total", ()] > 5000
     assert samples["miscord_errors_total", (("code", "bad_message"),)] >= 1
