@@ -23,6 +23,7 @@ from .router import EventRouter
 from .services import SERVICES, Services
 from .session import websocket_handler
 from .voices import Voices
+from .webhooks import Webhooks
 
 log = logs.get("websocket")
 
@@ -34,8 +35,10 @@ def create_app(settings: Settings | None = None) -> web.Application:
     sfu = SfuServer(settings.media(), bus)
     manager = ConnectionManager(settings, Voices(settings.resume_grace, sfu.leave))
     diagnostics = Diagnostics(settings.diagnostics(), sfu, manager)
-    app[SERVICES] = Services(settings, sfu, manager, diagnostics)
+    webhooks = Webhooks(settings.webhook_urls, settings.secret, sfu)
+    app[SERVICES] = Services(settings, sfu, manager, diagnostics, webhooks)
     bus.subscribe(EventRouter(manager))
+    bus.subscribe(webhooks)
 
     app.router.add_get("/ws", websocket_handler)
     http_api.add_routes(app)
@@ -61,6 +64,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await _on_shutdown(app)
+    await services.webhooks.close()
     await services.diagnostics.close()
     await services.sfu.close()
 

@@ -11,6 +11,7 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -75,6 +76,14 @@ class Settings:
             "help": "a TURN or STUN URL handed to clients, e.g. "
             "turn:turn.example.org:3478?transport=udp (repeat)",
             "flag": "--turn-url",
+        },
+    )
+    webhook_urls: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "an http(s) URL the server POSTs channel events to, signed with "
+            "the secret (repeat)",
+            "flag": "--webhook-url",
         },
     )
     turn_secret: str = field(
@@ -255,6 +264,9 @@ class Settings:
                 PortRange.parse(self.rtc_ports)
             except ValueError as exc:
                 raise _bad("rtc_ports", str(exc)) from None
+        for url in self.webhook_urls:
+            if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+                raise _bad("webhook_urls", f"{url!r} is not an http(s) URL")
         for url in self.turn_urls:
             try:
                 needs_secret = turn.check_url(url)

@@ -198,6 +198,7 @@ async def websocket_stats(request: web.Request) -> web.Response:
             **services.manager.stats(),
             # the media port range: its size, promised to participants, bound
             "rtc_ports": ports.stats() if ports is not None else None,
+            "webhooks": services.webhooks.stats(),
         }
     )
 

@@ -14,6 +14,7 @@ from sfu.server import SfuServer
 from .config import Settings
 from .connections import ConnectionManager
 from .messages import participant_info
+from .webhooks import Webhooks
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Services:
     sfu: SfuServer
     manager: ConnectionManager
     diagnostics: Diagnostics
+    webhooks: Webhooks
     started_at: float = field(default=0.0)
 
     def participants_of(

@@ -55,9 +55,29 @@ def test_issue_support_role_round_trips():
     assert verify(SECRET, issue(SECRET, "bob", ["*"], role="support")).role == "support"
 
 
+def test_rights_default_to_all_and_are_checked():
+    assert verify(SECRET, issue(SECRET, "a", ["*"])).can == {
+        "speak",
+        "screen",
+        "listen",
+    }
+    listen = verify(SECRET, issue(SECRET, "a", ["*"], can=["listen"]))
+    assert listen.can == {"listen"}
+    admin = verify(SECRET, issue(SECRET, "a", ["*"], role="admin"))
+    assert admin.role == "admin" and admin.support  # support's reading rights
+    with pytest.raises(ValueError, match="can"):
+        issue(SECRET, "a", ["*"], can=["shout"])
+
+
+@pytest.mark.parametrize("can", ["speak", ["shout"], [1], {"speak": 1}], ids=repr)
+def test_bad_rights_claim_is_refused(can):
+    token = signed({"sub": "alice", "can": can, "exp": soon()})
+    assert "'can'" in refusal(token)
+
+
 def test_issue_refuses_unknown_role():
     with pytest.raises(ValueError, match="role"):
-        issue(SECRET, "alice", [], role="admin")
+        issue(SECRET, "alice", [], role="moderator")
 
 
 def test_name_defaults_to_user():
@@ -128,7 +148,7 @@ def test_bad_name_is_refused(name):
     assert "'name'" in refusal(token)
 
 
-@pytest.mark.parametrize("role", ["admin", "", None, "Support"], ids=repr)
+@pytest.mark.parametrize("role", ["moderator", "", None, "Support"], ids=repr)
 def test_bad_role_is_refused(role):
     token = signed({"sub": "alice", "role": role, "exp": soon()})
     assert "role" in refusal(token)

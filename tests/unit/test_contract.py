@@ -69,6 +69,7 @@ CLOSE_CODES = {
     "RATE_LIMITED": 4429,
     "TRY_AGAIN_LATER": 1013,  # (1.1) draining
     "RESUME_REFUSED": 4410,  # (1.1) resuming
+    "KICKED": 4003,  # (1.1) moderation
 }
 
 
