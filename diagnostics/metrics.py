@@ -22,6 +22,7 @@ from prometheus_client import (
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
     SummaryMetricFamily,
 )
@@ -33,6 +34,37 @@ from .collector import StatsCollector
 from .store import PeerStore
 
 
+class Histogram:
+    """Durations counted into fixed buckets as they happen (a scrape reads
+    them: no work per observation beyond one comparison per bucket)."""
+
+    #: seconds: from a loopback round trip to a slow network's
+    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.sum += seconds
+        for i, bound in enumerate(self.BUCKETS):
+            if seconds <= bound:
+                self.counts[i] += 1
+                return
+        self.counts[-1] += 1
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        cumulative, buckets = 0, []
+        for bound, count in zip(
+            [*map(str, self.BUCKETS), "+Inf"], self.counts, strict=True
+        ):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        return HistogramMetricFamily(
+            name, documentation, buckets=buckets, sum_value=self.sum
+        )
+
+
 class Connections(Protocol):
     """What the metrics read of the server's WebSockets."""
 
@@ -40,6 +72,8 @@ class Connections(Protocol):
     kinds: Counter[str]
     #: ``error`` messages sent, by code
     errors: Counter[str]
+    #: seconds from a ``join`` to its ``joined``
+    join_seconds: Histogram
 
 
 class FindingsCounts:
@@ -87,6 +121,9 @@ class ServerMetrics(Collector):
         for kind in ("voice", "events", "unjoined"):
             connections.add_metric([kind], kinds.get(kind, 0))
         yield connections
+        yield self.connections.join_seconds.family(
+            "miscord_join_seconds", "Seconds from a join to its joined"
+        )
         yield GaugeMetricFamily(
             "miscord_participants",
             "Voice participants",

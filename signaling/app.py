@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[SERVICES] = Services(settings, sfu, manager, diagnostics, webhooks)
     bus.subscribe(EventRouter(manager))
     bus.subscribe(webhooks)
+    diagnostics.registry.register(webhooks)
 
     app.router.add_get("/ws", websocket_handler)
     http_api.add_routes(app)

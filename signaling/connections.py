@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from diagnostics import logs
+from diagnostics.metrics import Histogram
 from miscord_client.protocol import Close, ServerMessage
 from sfu.tasks import TaskGroup
 
@@ -115,6 +116,8 @@ class ConnectionManager:
         #: live sockets by kind ("unjoined" until they join), kept as they change
         self.kinds: collections.Counter[str] = collections.Counter()
         self.draining = False
+        #: seconds from a join to its joined (/metrics)
+        self.join_seconds = Histogram()
         self.tasks = TaskGroup("connections")
         self._user_locks: dict[tuple[str, str], asyncio.Lock] = {}
 

@@ -153,6 +153,7 @@ class Session:
 
     async def _join(self, join: protocol.Join, ref: Any) -> None:
         conn, manager = self.conn, self.manager
+        started = time.monotonic()
         if await self._refused(ref):
             return
         try:
@@ -205,6 +206,7 @@ class Session:
             if participant is not None:
                 conn.voice, token = manager.voices.add(conn, participant)
         self._welcome("joined", ref, token)
+        manager.join_seconds.observe(time.monotonic() - started)
         if participant is not None:
             self.services.sfu.start_media(participant)
 

@@ -19,12 +19,15 @@ import json
 import secrets
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from diagnostics import logs
+from diagnostics.metrics import Histogram
 from sfu import events
 from sfu.server import SfuServer
 from sfu.tasks import TaskGroup
@@ -56,6 +59,7 @@ class Delivery:
     id: str
     channel: str
     body: bytes
+    created: float = field(default_factory=time.monotonic)
     first_tried: float | None = None
     attempts: int = 0
 
@@ -81,6 +85,8 @@ class Webhooks:
         self.counts: Counter[str] = Counter()
         self.tasks = TaskGroup("webhooks")
         self._session: aiohttp.ClientSession | None = None
+        #: seconds from an event to its accepted delivery (retries included)
+        self.delivery_seconds = Histogram()
         self._open: set[str] = set()  # channels told started, not finished
         self._people: dict[str, dict[str, Any]] = {}  # peer id -> participant
 
@@ -158,6 +164,7 @@ class Webhooks:
             problem = await self._post(receiver.url, delivery.body)
             if problem is None:
                 self.counts["delivered"] += 1
+                self.delivery_seconds.observe(time.monotonic() - delivery.created)
                 return
             self.counts["failed_attempts"] += 1
             if time.monotonic() - delivery.first_tried > GIVE_UP:
@@ -206,6 +213,21 @@ class Webhooks:
             "counts": dict(self.counts),
             "queued": {r.url: r.queued for r in self.receivers},
         }
+
+    def collect(self) -> Iterator[Metric]:
+        """Its /metrics (a prometheus-client collector)."""
+        outcomes = CounterMetricFamily(
+            "miscord_webhook_deliveries",
+            "Webhook deliveries by outcome",
+            labels=["outcome"],
+        )
+        for outcome in ("delivered", "failed_attempts", "given_up", "dropped"):
+            outcomes.add_metric([outcome], self.counts.get(outcome, 0))
+        yield outcomes
+        yield self.delivery_seconds.family(
+            "miscord_webhook_delivery_seconds",
+            "Seconds from an event to its accepted delivery",
+        )
 
     async def close(self) -> None:
         pending = sum(r.queued for r in self.receivers)

@@ -124,6 +124,9 @@ async def test_metrics(start_server, clients, sockets):
     assert samples["process_cpu_seconds_total", ()] > 0
     assert samples["process_resident_memory_bytes", ()] > 10_000_000
     assert samples["process_open_fds", ()] > 10
+    # three joins, each answered in well under a second
+    assert samples["miscord_join_seconds_count", ()] == 3
+    assert samples["miscord_join_seconds_bucket", (("le", "1.0"),)] == 3
     assert samples["miscord_forwarded_packets_total", ()] > 50
     assert samples["miscord_forwarded_bytes_total", ()] > 5000
     assert samples["miscord_errors_total", (("code", "bad_message"),)] >= 1

@@ -11,9 +11,11 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from signaling.webhooks import sign
 from tests.conftest import SECRET
+from tests.diag_call import fetch
 from tests.integration.test_examples import example
 from tests.media import ToneTrack
 
@@ -68,6 +70,15 @@ async def test_a_call_is_told_in_order_and_signed(start_server, clients):
         assert published["participant"]["peer_id"] == joined["participant"]["peer_id"]
         assert left["reason"] == "left"
         assert server.services.webhooks.counts["delivered"] == 6
+        status, text = await fetch(server, "/metrics", token=None)
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        delivered = ("miscord_webhook_deliveries_total", (("outcome", "delivered"),))
+        assert status == 200 and samples[delivered] == 6
+        assert samples["miscord_webhook_delivery_seconds_count", ()] == 6
     finally:
         await site.close()
 
