@@ -11,6 +11,7 @@ that looks like a JWT and the configured secret.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
@@ -97,8 +98,22 @@ class EmojiFormatter(logging.Formatter):
         return line
 
 
+#: who the lines logged in this task are about (``about``): JSON log fields
+SUBJECT: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "miscord_log_subject", default=None
+)
+
+
+def about(**ids: str | None) -> None:
+    """Name the socket, user, channel and peer every line logged from now on
+    in this task (and the tasks it starts) is about: in the JSON format they
+    are fields of their own, for a log shipper to filter on."""
+    SUBJECT.set({**(SUBJECT.get() or {}), **{k: v for k, v in ids.items() if v}})
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers."""
+    """One JSON object per line, for log shippers, with the ids ``about``
+    named as fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         category = _category_of(record)
@@ -110,6 +125,7 @@ class JsonFormatter(logging.Formatter):
             "emoji": CATEGORIES[category],
             "msg": record.getMessage(),
             "logger": record.name,
+            **(SUBJECT.get() or {}),
         }
         if status:
             entry["status"] = status

@@ -54,6 +54,7 @@ class Session:
 
     async def run(self) -> None:
         conn, ws = self.conn, self.conn.ws
+        logs.about(socket=conn.id)
         deadline = time.monotonic() + self.services.settings.join_timeout
         reason = ERROR
         try:
@@ -202,6 +203,7 @@ class Session:
             )
             conn.peer_id = participant.peer_id if participant else None
             manager.register(conn)
+            self._about()
             token = None
             if participant is not None:
                 conn.voice, token = manager.voices.add(conn, participant)
@@ -248,6 +250,7 @@ class Session:
             conn.participant, conn.voice = participant, voice
             conn.peer_id = voice.peer_id
             manager.register(conn)
+            self._about()
             token = manager.voices.new_token(voice)
         manager.counters["resumed"] += 1
         voice_log.info("%s resumed (%s media)", voice.peer_id, resume.media)
@@ -280,6 +283,11 @@ class Session:
             self.conn, LEFT, Close.TRY_AGAIN_LATER, "draining: try again later"
         )
         return True
+
+    def _about(self) -> None:
+        """Whom this socket's log lines are about, from now on (logs.about)."""
+        conn = self.conn
+        logs.about(user_id=conn.user_id, channel=conn.channel, peer_id=conn.peer_id)
 
     def _welcome(self, kind: str, ref: Any, token: str | None) -> None:
         """``joined`` or ``resumed``: who is in the channel, the ICE servers,

@@ -1,5 +1,6 @@
 """Categorised logging and configuration."""
 
+import contextvars
 import io
 import json
 import logging
@@ -37,6 +38,26 @@ def test_success_marker_and_json_format(capture):
     entry = json.loads(capture.getvalue())
     assert entry["category"] == "voice" and entry["emoji"] == "🎙️"
     assert entry["status"] == "success" and entry["msg"] == "peer abc connected"
+
+
+def test_json_lines_carry_whom_they_are_about_as_fields(capture):
+    logs.configure(["info"], fmt="json", stream=capture)
+
+    def session() -> None:  # what a socket's session does, in its own context
+        logs.about(socket="s1")
+        logs.about(user_id="alice", channel="general", peer_id="p1", name=None)
+        logs.get("voice").info("published")
+
+    contextvars.copy_context().run(session)
+    logs.get("voice").info("elsewhere")
+    about, elsewhere = map(json.loads, capture.getvalue().splitlines())
+    assert {k: about[k] for k in ("socket", "user_id", "channel", "peer_id")} == {
+        "socket": "s1",
+        "user_id": "alice",
+        "channel": "general",
+        "peer_id": "p1",
+    }
+    assert "name" not in about and "peer_id" not in elsewhere
 
 
 def test_tokens_and_secret_are_never_logged(capture):
