@@ -96,6 +96,11 @@ class FindingsCounts:
                 del self.total[key]
 
 
+#: channels named in ``miscord_channel_participants``: the largest; the rest
+#: are summed under ``channel="_other"`` (bounded label cardinality)
+TOP_CHANNELS = 20
+
+
 class ServerMetrics(Collector):
     def __init__(
         self,
@@ -112,6 +117,23 @@ class ServerMetrics(Collector):
         self.store = store
         self.keyframe_requests = keyframe_requests
         self.findings = findings
+
+    def _channel_sizes(self) -> GaugeMetricFamily:
+        sizes = GaugeMetricFamily(
+            "miscord_channel_participants",
+            f"Voice participants of the {TOP_CHANNELS} largest channels "
+            "(the rest summed as _other)",
+            labels=["channel"],
+        )
+        ranked = sorted(
+            ((len(c.participants), name) for name, c in self.sfu.channels.items()),
+            reverse=True,
+        )
+        for size, name in ranked[:TOP_CHANNELS]:
+            sizes.add_metric([name], size)
+        if len(ranked) > TOP_CHANNELS:
+            sizes.add_metric(["_other"], sum(s for s, _ in ranked[TOP_CHANNELS:]))
+        return sizes
 
     def collect(self) -> Iterator[Metric]:
         connections = GaugeMetricFamily(
@@ -132,6 +154,7 @@ class ServerMetrics(Collector):
         yield GaugeMetricFamily(
             "miscord_channels", "Voice channels", value=len(self.sfu.channels)
         )
+        yield self._channel_sizes()
         if self.sfu.ports is not None:
             ports = GaugeMetricFamily(
                 "miscord_rtc_ports",

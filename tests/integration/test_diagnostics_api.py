@@ -120,6 +120,7 @@ async def test_metrics(start_server, clients, sockets):
     assert samples["miscord_connections", (("kind", "events"),)] == 1
     assert samples["miscord_participants", ()] == 2
     assert samples["miscord_channels", ()] == 1
+    assert samples["miscord_channel_participants", (("channel", "room"),)] == 2
     # the process's own, for dashboards (prometheus-client's process collector)
     assert samples["process_cpu_seconds_total", ()] > 0
     assert samples["process_resident_memory_bytes", ()] > 10_000_000
