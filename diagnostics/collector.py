@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import logs
+from .histogram import Histogram
 from .records import Flow, LevelPoint, PeerRecord, Sample, SubFlow
 from .store import PeerStore
 
@@ -112,6 +113,10 @@ class _PeerCounters:
     downlinks: dict[Any, _Downlink] = field(default_factory=dict)
 
 
+#: seconds: the fast path's fan-out takes microseconds per packet
+FANOUT_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2)
+
+
 class StatsCollector:
     def __init__(self, store: PeerStore, sfu: SfuServer, interval: float) -> None:
         self.store = store
@@ -124,6 +129,9 @@ class StatsCollector:
         self.ticks = 0
         self.seconds_total = 0.0
         self.last_seconds = 0.0
+        #: the fast path's fan-out durations (/metrics), microseconds up
+        self.fanout_seconds = Histogram(FANOUT_BUCKETS)
+        self._fanout_marks: dict[int, int] = {}  # publication id -> times read
 
     async def run(self) -> None:
         while True:
@@ -138,10 +146,18 @@ class StatsCollector:
         started = time.perf_counter()
         now = time.time()
         pairs: list[tuple[Participant, PeerRecord, list[dict[str, Any]]]] = []
+        marks: dict[int, int] = {}
         for participant in list(self.sfu.participants.values()):
             record = self.store.live.get(participant.peer_id)
             if record is not None:
                 pairs.append((participant, record, participant.stats()))
+            for pub in participant.publish.publications.values():
+                times, marks[id(pub)] = pub.fanout_times_since(
+                    self._fanout_marks.get(id(pub), 0)
+                )
+                for seconds in times:
+                    self.fanout_seconds.observe(seconds)
+        self._fanout_marks = marks
         # uplinks first: downlinks of this tick subtract the publishers' loss
         uplinks = {
             record.peer_id: self._uplink(record, stats, now)

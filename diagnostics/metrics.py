@@ -22,7 +22,6 @@ from prometheus_client import (
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
     SummaryMetricFamily,
 )
@@ -31,38 +30,8 @@ from prometheus_client.registry import Collector
 from sfu.server import SfuServer
 
 from .collector import StatsCollector
+from .histogram import Histogram
 from .store import PeerStore
-
-
-class Histogram:
-    """Durations counted into fixed buckets as they happen (a scrape reads
-    them: no work per observation beyond one comparison per bucket)."""
-
-    #: seconds: from a loopback round trip to a slow network's
-    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(self.BUCKETS) + 1)
-        self.sum = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.sum += seconds
-        for i, bound in enumerate(self.BUCKETS):
-            if seconds <= bound:
-                self.counts[i] += 1
-                return
-        self.counts[-1] += 1
-
-    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
-        cumulative, buckets = 0, []
-        for bound, count in zip(
-            [*map(str, self.BUCKETS), "+Inf"], self.counts, strict=True
-        ):
-            cumulative += count
-            buckets.append((bound, cumulative))
-        return HistogramMetricFamily(
-            name, documentation, buckets=buckets, sum_value=self.sum
-        )
 
 
 class Connections(Protocol):
@@ -145,6 +114,10 @@ class ServerMetrics(Collector):
         yield connections
         yield self.connections.join_seconds.family(
             "miscord_join_seconds", "Seconds from a join to its joined"
+        )
+        yield self.collector.fanout_seconds.family(
+            "miscord_fanout_seconds",
+            "Seconds a received packet took to reach every downlink (fast path)",
         )
         yield GaugeMetricFamily(
             "miscord_participants",

@@ -107,6 +107,18 @@ class Publication:
         count = min(native.times_n, lib.FAN_TIMES)
         return list(ffi.unpack(native.times, count))
 
+    def fanout_times_since(self, mark: int) -> tuple[list[float], int]:
+        """The fan-out times recorded after ``mark`` (a count returned by the
+        last call), without clearing them, and the new mark."""
+        native = self.native
+        total = native.times_n
+        if total < mark:  # cleared since (a benchmark's window): all of them
+            mark = 0
+        count = min(total - mark, lib.FAN_TIMES)
+        return [
+            native.times[(total - count + i) % lib.FAN_TIMES] for i in range(count)
+        ], total
+
     def clear_fanout_times(self) -> None:
         self.native.times_n = 0
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from diagnostics import logs
-from diagnostics.metrics import Histogram
+from diagnostics.histogram import Histogram
 from miscord_client.protocol import Close, ServerMessage
 from sfu.tasks import TaskGroup
 

@@ -27,7 +27,7 @@ import aiohttp
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from diagnostics import logs
-from diagnostics.metrics import Histogram
+from diagnostics.histogram import Histogram
 from sfu import events
 from sfu.server import SfuServer
 from sfu.tasks import TaskGroup

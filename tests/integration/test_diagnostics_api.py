@@ -128,6 +128,10 @@ async def test_metrics(start_server, clients, sockets):
     # three joins, each answered in well under a second
     assert samples["miscord_join_seconds_count", ()] == 3
     assert samples["miscord_join_seconds_bucket", (("le", "1.0"),)] == 3
+    # every forwarded packet's fan-out, in microseconds
+    fanout = samples["miscord_fanout_seconds_count", ()]
+    assert fanout > 50
+    assert samples["miscord_fanout_seconds_bucket", (("le", "0.01"),)] == fanout
     assert samples["miscord_forwarded_packets_total", ()] > 50
     assert samples["miscord_forwarded_bytes_total", ()] > 5000
     assert samples["miscord_errors_total", (("code", "bad_message"),)] >= 1
