@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from signaling import webhooks
 from signaling.webhooks import sign
 from tests.conftest import SECRET
 from tests.diag_call import fetch
@@ -145,4 +146,34 @@ async def test_a_receiver_that_hangs_delays_no_join(start_server, clients):
         assert took < 1.0
     finally:
         release.set()
+        await site.close()
+
+
+async def test_a_full_queue_drops_and_a_dead_receiver_is_given_up(
+    start_server, clients, monkeypatch
+):
+    """The bounds, made small: two events may wait per receiver, and an event
+    is given up after half a second of failures; the channel's next ones go."""
+    monkeypatch.setattr(webhooks, "QUEUE_LIMIT", 2)
+    monkeypatch.setattr(webhooks, "GIVE_UP", 0.5)
+    monkeypatch.setattr(webhooks, "FIRST_RETRY", 0.2)
+    attempts: list[str] = []
+
+    async def dead(request: web.Request) -> web.Response:
+        attempts.append((await request.json())["event"])
+        return web.Response(status=503)
+
+    site, server = await receiver(start_server, dead)
+    try:
+        alice = clients(server, "alice")
+        await alice.join("room")  # channel_started and participant_joined wait
+        await alice.publish(microphone=ToneTrack(440))  # track_published: full
+        hooks = server.services.webhooks
+        await settle(lambda: hooks.counts["given_up"] >= 2, timeout=10)
+        assert hooks.counts["dropped"] >= 1
+        assert hooks.stats()["queued"] == {next(iter(hooks.stats()["queued"])): 0}
+        # each was tried until it was given up, the second after the first
+        assert attempts.index("participant_joined") > attempts.index("channel_started")
+        assert "track_published" not in attempts  # it never fitted
+    finally:
         await site.close()
