@@ -100,6 +100,8 @@ class Participant:
         self._mute_wanted: dict[str, bool] = {}
         #: sources an admin muted: the peer may not unmute them
         self.server_muted: set[str] = set()
+        #: the peer's own mute of each source, as it last asked
+        self._own_muted: dict[str, bool] = {}
 
     def emit(self, event: Event) -> None:
         self.events.emit(event)
@@ -158,6 +160,7 @@ class Participant:
         """Its own mute; refused (``forbidden``) to unmute what an admin muted."""
         if not muted and source in self.server_muted:
             raise Forbidden(f"the {source} is muted by the server")
+        self._own_muted[source] = muted
         pub = self.publish.by_source(source)
         if pub is None:
             self._mute_wanted[source] = muted
@@ -178,15 +181,18 @@ class Participant:
             self.server_muted.add(source)
         else:
             self.server_muted.discard(source)
-        pub.set_muted(muted)
         log.warning(
             "%s %s by the server: %s",
             self.peer_id,
             "muted" if muted else "unmuted",
             source,
         )
-        event = TrackMuted(self.channel_id, self.peer_id, source, muted, by="server")
-        self.emit(event)
+        # an admin's unmute leaves the peer's own mute as it was
+        effective = muted or self._own_muted.get(source, False)
+        pub.set_muted(effective)
+        self.emit(
+            TrackMuted(self.channel_id, self.peer_id, source, effective, by="server")
+        )
 
     # --- publications ---------------------------------------------------------------
 
@@ -200,7 +206,9 @@ class Participant:
             raise Forbidden(f"this token may not publish a {source} (no {right!r})")
 
     def on_published(self, pub: Publication) -> None:
-        pub.set_muted(self._mute_wanted.pop(pub.source, False))
+        pub.set_muted(
+            self._mute_wanted.pop(pub.source, False) or pub.source in self.server_muted
+        )
         (screen_log if pub.source == "screen" else log).info(
             "%s publishes %s (%s)", self.peer_id, pub.source, pub.codec.mimeType
         )

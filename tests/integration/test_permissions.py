@@ -133,3 +133,36 @@ async def test_server_mute_silences_refuses_self_unmute_and_admin_unmutes(
     # a source it does not publish, and a bad body
     assert await admin_mute({"source": "screen", "muted": True}) == 404
     assert await admin_mute({"muted": 1}) == 400
+
+
+async def test_an_admin_unmute_leaves_the_peers_own_mute(server, clients):
+    alice = await tone_participant(clients, server, "alice", 440)
+    bob = await tone_participant(clients, server, "bob", 660)
+    ears = Ears(bob)
+    assert await ears.hears(alice.peer_id, 440)
+    await alice.mute("microphone", True)  # her own
+    path = moderate(alice.peer_id, "mute")
+    for muted in (True, False):
+        status, _ = await fetch(
+            server,
+            path,
+            "admin",
+            method="POST",
+            json={"source": "microphone", "muted": muted},
+        )
+        assert status == 200
+
+    def told() -> list[bool]:
+        return [
+            m["muted"]
+            for m in bob.messages
+            if m["type"] == "track_muted" and m.get("by") == "server"
+        ]
+
+    # the admin's unmute is told, with the state that holds: still muted (hers)
+    await bob.wait_for(lambda: len(told()) == 2)
+    assert told() == [True, True]
+    await asyncio.sleep(1.0)
+    assert ears.share(alice.peer_id, 440, seconds=0.5) < 0.1
+    await alice.mute("microphone", False)
+    assert await ears.hears(alice.peer_id, 440)
