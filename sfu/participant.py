@@ -96,12 +96,11 @@ class Participant:
         self.close_reason: str | None = None
         self.timed_out = False  # reported as MediaTimedOut
         self._dtls_watched: weakref.WeakSet[RTCPeerConnection] = weakref.WeakSet()
-        #: mute state asked for before the source was published
-        self._mute_wanted: dict[str, bool] = {}
+        #: the peer's own mute of each source: of the current publication, or
+        #: asked for before the source is published (forgotten at unpublish)
+        self._own_muted: dict[str, bool] = {}
         #: sources an admin muted: the peer may not unmute them
         self.server_muted: set[str] = set()
-        #: the peer's own mute of each source, as it last asked
-        self._own_muted: dict[str, bool] = {}
 
     def emit(self, event: Event) -> None:
         self.events.emit(event)
@@ -163,7 +162,6 @@ class Participant:
         self._own_muted[source] = muted
         pub = self.publish.by_source(source)
         if pub is None:
-            self._mute_wanted[source] = muted
             return
         if pub.muted != muted:
             pub.set_muted(muted)
@@ -206,9 +204,8 @@ class Participant:
             raise Forbidden(f"this token may not publish a {source} (no {right!r})")
 
     def on_published(self, pub: Publication) -> None:
-        pub.set_muted(
-            self._mute_wanted.pop(pub.source, False) or pub.source in self.server_muted
-        )
+        own = self._own_muted.get(pub.source, False)
+        pub.set_muted(own or pub.source in self.server_muted)
         (screen_log if pub.source == "screen" else log).info(
             "%s publishes %s (%s)", self.peer_id, pub.source, pub.codec.mimeType
         )
@@ -224,6 +221,7 @@ class Participant:
         self.channel.publications_changed()
 
     def on_unpublished(self, pub: Publication) -> None:
+        self._own_muted.pop(pub.source, None)  # a new publication starts unmuted
         (screen_log if pub.source == "screen" else log).info(
             "%s stopped %s", self.peer_id, pub.source
         )
