@@ -39,6 +39,16 @@ async def wait_healthy(url: str, timeout: float = 20) -> dict:
                 await asyncio.sleep(0.1)
 
 
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    """``miscord-sfu ARGS`` run to its end, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "signaling.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env or clean_env(),
+    )
+
+
 def serve(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
@@ -84,56 +94,20 @@ async def test_serve_with_no_config_serves_health_page_and_dev_login():
 
 async def test_token_command_prints_a_token_the_server_accepts():
     secret = "a-secret-of-at-least-thirty-two-bytes!!"
-    token = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "signaling.cli",
-            "token",
-            "--user",
-            "bob",
-            "--channel",
-            "general",
-            "--secret",
-            secret,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-    ).stdout.strip()
-    from_env = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "signaling.cli",
-            "token",
-            "--user",
-            "bob",
-            "--channel",
-            "*",
-            "--role",
-            "support",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
+    issued = cli("token", "--user", "bob", "--channel", "general", "--secret", secret)
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.strip()
+    issued = cli(
+        "token",
+        *("--user", "bob", "--channel", "*", "--role", "support"),
         env=clean_env(SFU_SECRET=secret),
-    ).stdout.strip()
-    missing = subprocess.run(
-        [sys.executable, "-m", "signaling.cli", "token", "--user", "bob"],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
     )
+    assert issued.returncode == 0, issued.stderr
+    from_env = issued.stdout.strip()
+    missing = cli("token", "--user", "bob")
     assert missing.returncode == 2 and "SFU_SECRET" in missing.stderr
     # every channel only when asked for by name: no default of "*"
-    unbounded = subprocess.run(
-        [sys.executable, "-m", "signaling.cli", "token", "--user", "bob"],
-        capture_output=True,
-        text=True,
-        env=clean_env(SFU_SECRET=secret),
-    )
+    unbounded = cli("token", "--user", "bob", env=clean_env(SFU_SECRET=secret))
     assert unbounded.returncode == 2 and "--channel '*'" in unbounded.stderr
     proc, url = serve(env=clean_env(SFU_SECRET=secret, SFU_LOG_FORMAT="json"))
     try:
@@ -190,13 +164,9 @@ async def test_systemd_hears_ready_once_it_listens_and_stopping_at_sigterm(tmp_p
 
 
 async def test_serve_takes_the_sample_config_and_refuses_a_bad_key(tmp_path):
-    sample = subprocess.run(
-        [sys.executable, "-m", "signaling.cli", "config-sample"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    printed = cli("config-sample")
+    assert printed.returncode == 0, printed.stderr
+    sample = printed.stdout
     good = tmp_path / "good.toml"
     good.write_text(sample)
     proc, url = serve("--config", str(good))
