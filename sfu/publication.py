@@ -103,9 +103,7 @@ class Publication:
 
     def fanout_times(self) -> list[float]:
         """Seconds the latest received packets took to reach every downlink."""
-        native = self.native
-        count = min(native.times_n, lib.FAN_TIMES)
-        return list(ffi.unpack(native.times, count))
+        return self.fanout_times_since(0)[0]
 
     def fanout_times_since(self, mark: int) -> tuple[list[float], int]:
         """The fan-out times recorded after ``mark`` (a count returned by the
