@@ -116,6 +116,11 @@ class ServerProcess:
         return self.ps.memory_info().rss
 
     async def get(self, path: str) -> Any:
+        """The JSON of a support GET."""
+        return json.loads(await self.text(path))
+
+    async def text(self, path: str) -> str:
+        """The body of a support GET."""
         from signaling import auth
 
         token = auth.issue(SECRET, "bench-support", ["*"], role="support")
@@ -125,7 +130,7 @@ class ServerProcess:
                 self.url + path, headers={"Authorization": f"Bearer {token}"}
             ) as resp,
         ):
-            return await resp.json()
+            return await resp.text()
 
     def stop(self) -> None:
         """SIGTERM; a second one if calls hold the drain open (it ends the

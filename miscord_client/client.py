@@ -61,7 +61,7 @@ SOURCES = {"microphone": "audio", "screen": "video"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: close codes after which the participant may still be kept: none (the
 #: connection dropped), abnormal closure, broken, heartbeat lost
-RESUMABLE = (None, 1006, 1011, Close.TIMEOUT)
+RESUMABLE = (None, 1006, Close.MEDIA_LOST, Close.TIMEOUT)
 #: seconds a resume is tried before joining afresh (inside the server's 15 s)
 RESUME_WINDOW = 12.0
 
@@ -629,9 +629,12 @@ class VoiceClient:
     async def _resume(self, media: MediaMode) -> None:
         """Resume on a new socket, ``restart`` if the peer connections failed;
         retried with backoff and jitter for ``RESUME_WINDOW`` seconds; a
-        refused token (4410) or a window run out: join afresh."""
+        refused token (4410) or a window run out: join afresh, as at once
+        after a 1011."""
         try:
-            if not await self._resume_within_window(media):
+            # 1011: its worker or node is gone, with the participant: no resume
+            lost = self.close_code == Close.MEDIA_LOST
+            if lost or not await self._resume_within_window(media):
                 await self._join_again()
         except (ServerError, ConnectionError, OSError, aiohttp.ClientError) as exc:
             log.warning("client: could not join %s again: %s", self.channel, exc)

@@ -51,6 +51,8 @@ class Close(IntEnum):
     FORBIDDEN = 4403
     TIMEOUT = 4408
     RATE_LIMITED = 4429
+    #: (1.1) the worker (or node) holding this channel's media died: join again
+    MEDIA_LOST = 1011
     #: (1.1) the server is draining: try another node or later
     TRY_AGAIN_LATER = 1013
     #: (1.1) unknown, used or expired resume token: join afresh

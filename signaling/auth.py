@@ -3,6 +3,8 @@ minted by ``miscord_client.tokens.issue``."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 
@@ -11,7 +13,22 @@ from aiohttp import web
 
 from miscord_client.tokens import ALGORITHM, RIGHTS, ROLES, issue
 
-__all__ = ["RIGHTS", "ROLES", "AuthError", "Claims", "bearer", "issue", "verify"]
+__all__ = [
+    "RELAYED_FOR",
+    "RIGHTS",
+    "ROLES",
+    "AuthError",
+    "Claims",
+    "bearer",
+    "issue",
+    "relay_stamp",
+    "relayed_for",
+    "verify",
+]
+
+#: a front (or another node) relaying a client's socket names the client's
+#: address here, signed with the shared secret: "ADDRESS SIGNATURE"
+RELAYED_FOR = "X-Miscord-Relayed-For"
 
 
 class AuthError(Exception):
@@ -80,3 +97,24 @@ def bearer(request: web.Request, secret: str) -> Claims:
         raise web.HTTPUnauthorized(
             text=json.dumps({"error": str(exc)}), content_type="application/json"
         ) from None
+
+
+def _relay_signature(secret: str, address: str) -> str:
+    key = hashlib.sha256(b"relay:" + secret.encode()).digest()
+    return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()
+
+
+def relay_stamp(secret: str, address: str) -> str:
+    """The ``RELAYED_FOR`` value a relay sends for ``address``."""
+    return f"{address} {_relay_signature(secret, address)}"
+
+
+def relayed_for(secret: str, value: str) -> str | None:
+    """The client address a ``RELAYED_FOR`` value names, if its signature is
+    right (None: absent or forged)."""
+    address, _, signature = value.strip().rpartition(" ")
+    if not address or not hmac.compare_digest(
+        signature.encode(), _relay_signature(secret, address).encode()
+    ):
+        return None
+    return address[:64]

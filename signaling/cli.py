@@ -10,6 +10,8 @@ import resource
 import sys
 from collections.abc import Sequence
 
+from aiohttp import web
+
 from diagnostics import logs
 from miscord_client.load import cli as loadtest
 
@@ -44,11 +46,24 @@ def _serve(args: argparse.Namespace) -> int:
             if settings.dev_login
             else "",
         )
-    app = create_app(settings)
+    if settings.front:
+        from .front_api import FRONT, create_front_app
+
+        app = create_front_app(settings)
+        drains = app[FRONT].drain
+    else:
+        app = create_app(settings)
+        drains = drain.drainer(app)
     # what exists now (modules, classes, the app) lives as long as the process:
     # full collections stop walking it, which made them most of the GC's cost
     gc.freeze()
-    asyncio.run(drain.serve(app, settings.host, settings.port))
+    asyncio.run(
+        drain.serve(
+            app,
+            lambda runner: web.TCPSite(runner, settings.host, settings.port),
+            drains,
+        )
+    )
     return 0
 
 

@@ -212,6 +212,34 @@ class Settings:
     client_stats_bytes: int = field(
         default=16 * 1024, metadata=_help("largest client stats message")
     )
+    workers: str = field(
+        default="1",
+        metadata=_help(
+            "worker processes holding the channels' media: N, or auto (one per "
+            "core); 1 keeps the media in the server's own process"
+        ),
+    )
+    redis_url: str = field(
+        default="",
+        metadata=_help(
+            "redis://HOST:PORT/DB shared by the nodes of a cluster (empty: one "
+            "node, no Redis)"
+        ),
+    )
+    node_url: str = field(
+        default="",
+        metadata=_help(
+            "how other nodes reach this one, e.g. http://10.0.0.5:8080 (default: "
+            "http://HOST:PORT)"
+        ),
+    )
+    cluster_lease: float = field(
+        default=8.0,
+        metadata=_help(
+            "seconds a node's claim on its channels outlives its last renewal "
+            "(a node that died is forgotten after it)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.secret_file and not self.secret:
@@ -234,6 +262,21 @@ class Settings:
         for name in ("resume_grace", "drain_timeout"):
             if getattr(self, name) < 0:
                 raise _bad(name, "must not be negative")
+        count = self.worker_count()  # checks it
+        if (
+            self.rtc_ports
+            and count > 1
+            and len(PortRange.parse(self.rtc_ports)) < 2 * count
+        ):
+            raise _bad(
+                "rtc_ports", f"each of the {count} workers needs 2 ports at least"
+            )
+        if self.redis_url and not re.fullmatch(r"rediss?://\S+", self.redis_url):
+            raise _bad("redis_url", f"{self.redis_url!r} is not a redis:// URL")
+        if self.node_url and not re.fullmatch(r"https?://[^\s/]+/?", self.node_url):
+            raise _bad("node_url", f"{self.node_url!r} is not http(s)://HOST:PORT")
+        if not 1 <= self.cluster_lease <= 30:
+            raise _bad("cluster_lease", "must be 1 to 30 seconds")
         if self.forwarding not in ("fast", "track", "relay"):
             raise ValueError("forwarding must be fast, track or relay")
         if self.log_format not in ("text", "json"):
@@ -279,6 +322,24 @@ class Settings:
                 )
         if not self.turn_ttl > 0:
             raise _bad("turn_ttl", "must be more than 0 seconds")
+
+    def worker_count(self) -> int:
+        """How many worker processes ``workers`` asks for (``auto``: the cores)."""
+        if self.workers == "auto":
+            return os.cpu_count() or 1
+        if not self.workers.isdigit() or not 1 <= int(self.workers) <= 64:
+            raise _bad("workers", f"{self.workers!r}: give 1 to 64, or auto")
+        return int(self.workers)
+
+    @property
+    def front(self) -> bool:
+        """Whether this process only fronts worker processes (and a cluster)."""
+        return self.worker_count() > 1 or bool(self.redis_url)
+
+    @property
+    def own_url(self) -> str:
+        """This node's URL for other nodes (``node_url``, or the bind)."""
+        return (self.node_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def loopback(self) -> bool:

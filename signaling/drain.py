@@ -15,6 +15,8 @@ import contextlib
 import os
 import signal
 import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -58,23 +60,36 @@ async def drain(manager: ConnectionManager, timeout: float) -> None:
         await asyncio.wait_for(manager.voices.empty.wait(), timeout)
 
 
-async def serve(app: web.Application, host: str, port: int) -> None:
-    """Serve ``app`` until a signal, drain, then shut it down."""
+Drainer = Callable[[], Coroutine[Any, Any, None]]
+
+
+def drainer(app: web.Application) -> Drainer:
+    """How ``app`` (a server with its own media) drains."""
+    services = app[SERVICES]
+    return lambda: drain(services.manager, services.settings.drain_timeout)
+
+
+async def serve(
+    app: web.Application,
+    site: Callable[[web.AppRunner], web.BaseSite],
+    drains: Drainer,
+    started: Callable[[asyncio.Event], None] = lambda signalled: None,
+) -> None:
+    """Serve ``app`` on ``site`` until a signal (or ``started``'s hook sets
+    ``signalled``), drain, then shut it down."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await site(runner).start()
         signalled = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, signalled.set)
+        started(signalled)
         notify("READY=1")
         await signalled.wait()
         signalled.clear()
-        services = app[SERVICES]
-        draining = asyncio.create_task(
-            drain(services.manager, services.settings.drain_timeout)
-        )
+        draining = asyncio.create_task(drains())
         again = asyncio.create_task(signalled.wait())
         await asyncio.wait({draining, again}, return_when=asyncio.FIRST_COMPLETED)
         for task in (draining, again):

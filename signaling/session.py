@@ -368,9 +368,15 @@ class Session:
                 raise ProtocolError(code, str(exc), ref) from None
 
 
-def client_address(request: web.Request, trusted_proxies: list[str]) -> str:
-    """The client's address: the peer's, or, when the peer is a trusted
-    reverse proxy, the address that proxy appended to X-Forwarded-For."""
+def client_address(
+    request: web.Request, trusted_proxies: list[str], secret: str
+) -> str:
+    """The client's address: the peer's; the one a front or another node
+    relaying the socket signed (``auth.RELAYED_FOR``); or, when the peer is a
+    trusted reverse proxy, the address that proxy appended to X-Forwarded-For."""
+    relayed = auth.relayed_for(secret, request.headers.get(auth.RELAYED_FOR, ""))
+    if relayed is not None:
+        return relayed
     remote = request.remote or ""
     forwarded = request.headers.get("X-Forwarded-For", "")
     if remote in trusted_proxies and forwarded:
@@ -378,10 +384,19 @@ def client_address(request: web.Request, trusted_proxies: list[str]) -> str:
     return remote
 
 
+def client_socket(max_message_bytes: int) -> web.WebSocketResponse:
+    """A client's WebSocket: pings answered by the session (its activity),
+    frames over the limit refused from their header before they are read
+    (close 1009: aiohttp's check is >=, the contract's limit inclusive)."""
+    return web.WebSocketResponse(
+        autoping=False, max_msg_size=max_message_bytes + 1, timeout=2.0, compress=False
+    )
+
+
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     manager, settings = services.manager, services.settings
-    remote = client_address(request, settings.trusted_proxies)
+    remote = client_address(request, settings.trusted_proxies, settings.secret)
     refused = manager.admit(remote)
     if refused is not None:
         manager.counters["refused_sockets"] += 1
@@ -390,14 +405,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             text=json.dumps({"error": f"too many sockets: {refused}"}),
             content_type="application/json",
         )
-    # aiohttp refuses a frame over the limit from its header, before reading
-    # it: close 1009 (its check is >=, the contract's limit is inclusive)
-    ws = web.WebSocketResponse(
-        autoping=False,
-        max_msg_size=settings.max_message_bytes + 1,
-        timeout=2.0,
-        compress=False,
-    )
+    ws = client_socket(settings.max_message_bytes)
     await ws.prepare(request)
     conn = manager.open(ws, request, remote)
     await Session(services, conn).run()

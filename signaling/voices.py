@@ -6,7 +6,8 @@ is lost without ``leave`` (it broke, its heartbeat stopped, it closed), the
 participant is kept for ``resume_grace`` seconds with its media flowing; a new
 socket's ``resume`` with the token takes it over, and only a grace that runs
 out ends it (``participant_left`` ``timeout``). Tokens are random, work once
-and are kept only as digests.
+and are kept only as digests; each ends with ``.CHANNEL`` so that a front
+relaying sockets to workers or nodes knows where to send a ``resume``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ if TYPE_CHECKING:
     from sfu.participant import Participant
 
 log = logs.get("voice")
+
+
+def channel_of(token: str) -> str:
+    """The channel a resume token is for: what a front routes a ``resume`` by
+    (the token's secret part is random; this part only says where to look)."""
+    return token.partition(".")[2]
 
 
 def _digest(token: str) -> str:
@@ -103,7 +110,7 @@ class Voices:
     def new_token(self, voice: Voice) -> str:
         """A fresh token for ``voice``; the one before stops working."""
         self._tokens.pop(voice.token, None)
-        token = secrets.token_urlsafe(32)
+        token = f"{secrets.token_urlsafe(32)}.{voice.channel}"
         voice.token = _digest(token)
         self._tokens[voice.token] = voice
         return token

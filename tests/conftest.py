@@ -16,6 +16,7 @@ from miscord_client.client import VoiceClient
 from signaling import auth
 from signaling.app import SERVICES, Services, create_app
 from signaling.config import Settings
+from tests.media import ToneTrack
 from tests.turn import Coturn, spare_ports, start_coturn
 
 SECRET = "test-secret-not-for-production-use-only"
@@ -105,6 +106,25 @@ async def clients() -> AsyncIterator[Callable[..., VoiceClient]]:
     yield make
     await asyncio.gather(*(c.close() for c in made), return_exceptions=True)
     gc.collect()
+
+
+@pytest.fixture
+async def tone_voices() -> AsyncIterator[Callable[..., Awaitable[VoiceClient]]]:
+    """``join(url, token, channel, freq, **client_args)``: a client that
+    joined and publishes a tone (servers in their own processes)."""
+    made: list[VoiceClient] = []
+
+    async def join(
+        url: str, token: str, channel: str, freq: float, **client_args: Any
+    ) -> VoiceClient:
+        client = VoiceClient(url, token, ["127.0.0.1"], **client_args)
+        made.append(client)
+        await client.join(channel)
+        await client.publish(microphone=ToneTrack(freq))
+        return client
+
+    yield join
+    await asyncio.gather(*(c.close() for c in made), return_exceptions=True)
 
 
 @pytest.fixture

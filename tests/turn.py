@@ -37,6 +37,16 @@ def spare_ports(size: int) -> tuple[int, int]:
     return low, low + size - 1
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 5 s."""
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @dataclass
 class Coturn:
     port: int
@@ -52,12 +62,7 @@ class Coturn:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc)
 
 
 def start_coturn(directory: Path, relay_ports: tuple[int, int]) -> Coturn:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import time
+from typing import Any
 
 from aiortc import RTCPeerConnection
 
-from miscord_client.client import VoiceClient
+from miscord_client.client import RemoteTrack, VoiceClient
 from tests.media import HEARD, AudioRecorder, ToneTrack, tone_share
 
 
@@ -75,6 +77,21 @@ class Ears:
     async def stop(self) -> None:
         for recorder in self.recorders.values():
             await recorder.stop()
+
+
+class Arrivals:
+    """A ``raw_sink``: when each packet of each remote stream arrived."""
+
+    def __init__(self) -> None:
+        self.times: dict[tuple[str, str], list[float]] = {}
+
+    def __call__(self, remote: RemoteTrack, packet: Any) -> None:
+        key = (remote.peer_id, remote.source)
+        self.times.setdefault(key, []).append(time.monotonic())
+
+    def longest_gap(self, key: tuple[str, str], since: float) -> float:
+        times = [t for t in self.times.get(key, []) if t >= since]
+        return max(b - a for a, b in itertools.pairwise(times))
 
 
 def live_peer_connections() -> int:

@@ -11,7 +11,9 @@ import aiohttp
 import pytest
 
 from sfu import sdp_check
+from signaling import auth
 from signaling.config import Settings
+from tests.conftest import SECRET
 from tests.integration.test_cli import clean_env
 from tests.load_sdp import real_offer
 from tests.voice import settle
@@ -191,3 +193,23 @@ def test_the_client_stats_of_a_peer_are_bounded_and_trimmed_after_leave():
     assert len(record.client) == CLIENT_REPORTS  # still diagnosable in full
     store.prune(100.0 + CLIENT_KEEP + 1)
     assert list(record.client) == [json.dumps(CLIENT_REPORTS * 3 - 1)]
+
+
+async def test_a_forged_relay_header_names_nobody(start_server, sockets):
+    """Fronts and nodes name a relayed client in a header signed with the
+    shared secret; a client writing that header itself (unsigned, or signed
+    with a guess) is counted under its own address."""
+    server = await start_server(max_sockets_per_address=1)
+    relayed = {auth.RELAYED_FOR: auth.relay_stamp(SECRET, "203.0.113.20")}
+    await sockets(server, headers=relayed)  # a real front's stamp: its client
+    await sockets(server)  # 127.0.0.1's one socket
+    for forged in (
+        "203.0.113.21",
+        "203.0.113.21 " + "0" * 64,
+        auth.relay_stamp("another-secret-of-at-least-32-bytes!", "203.0.113.21"),
+    ):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await sockets(server, headers={auth.RELAYED_FOR: forged})
+        assert refused.value.status == 429
+    remotes = sorted(c.remote for c in server.services.manager.live.values())
+    assert remotes == ["127.0.0.1", "203.0.113.20"]

@@ -10,33 +10,17 @@ publications, audio and screen alike; a grace that runs out ends in
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from typing import Any
 
-from miscord_client.client import RemoteTrack, VoiceClient
+from miscord_client.client import VoiceClient
 from tests.diag_call import assert_consistent, finding, report, row
 from tests.media import CounterScreen, ToneTrack, VideoWatcher
-from tests.voice import Ears, server_counts, settle
+from tests.voice import Arrivals, Ears, server_counts, settle
 from tests.wsclient import Ws
 
 #: what the others must not see while a participant resumes
 VISIBLE = ("participant_left", "participant_joined", "track_unpublished")
-
-
-class Arrivals:
-    """A ``raw_sink``: when each packet of each remote stream arrived."""
-
-    def __init__(self) -> None:
-        self.times: dict[tuple[str, str], list[float]] = {}
-
-    def __call__(self, remote: RemoteTrack, packet: Any) -> None:
-        key = (remote.peer_id, remote.source)
-        self.times.setdefault(key, []).append(time.monotonic())
-
-    def longest_gap(self, key: tuple[str, str], since: float) -> float:
-        times = [t for t in self.times.get(key, []) if t >= since]
-        return max(b - a for a, b in itertools.pairwise(times))
 
 
 def cut(client: VoiceClient) -> None:

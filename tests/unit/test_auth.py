@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from miscord_client.tokens import issue
+from signaling import auth
 from signaling.auth import AuthError, Claims, bearer, verify
 
 SECRET = "unit-test-secret-" + "0123456789abcdef" * 4  # long enough for HS512
@@ -241,3 +242,12 @@ def test_bearer_good_token_gives_claims(scheme):
 def test_bearer_token_surrounding_spaces_are_ignored():
     token = issue(SECRET, "alice", [])
     assert bearer(request(f"Bearer  {token} "), SECRET).user_id == "alice"
+
+
+def test_a_relay_stamp_names_its_address_only_with_the_secret():
+    stamp = auth.relay_stamp(SECRET, "203.0.113.5")
+    assert auth.relayed_for(SECRET, stamp) == "203.0.113.5"
+    assert auth.relayed_for("x" * 32, stamp) is None
+    assert auth.relayed_for(SECRET, stamp.replace("203.0.113.5", "203.0.113.6")) is None
+    assert auth.relayed_for(SECRET, "203.0.113.5") is None
+    assert auth.relayed_for(SECRET, "") is None

@@ -7,6 +7,7 @@ fills, and the reference table."""
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import fields
 
 import pytest
@@ -448,3 +449,41 @@ def test_the_sample_is_complete_and_round_trips(tmp_path):
         for line in sample.splitlines()
     )
     from_sources(flags("--config", write(tmp_path, uncommented)), {})
+
+
+def test_workers_one_keeps_the_media_in_process():
+    settings = Settings()
+    assert settings.worker_count() == 1 and not settings.front
+
+
+@pytest.mark.parametrize("workers", ["0", "65", "two", "-1"])
+def test_bad_worker_counts_are_refused_naming_the_setting(workers):
+    with pytest.raises(ValueError, match="--workers"):
+        Settings(workers=workers)
+
+
+def test_workers_auto_is_one_per_core():
+    settings = Settings(workers="auto")
+    assert settings.worker_count() == (os.cpu_count() or 1)
+
+
+def test_a_redis_url_makes_a_front_even_with_one_worker():
+    settings = Settings(redis_url="redis://127.0.0.1:6379/0", port=9000)
+    assert settings.front and settings.own_url == "http://127.0.0.1:9000"
+    named = Settings(redis_url="redis://r:6379/0", node_url="http://10.0.0.5:8080/")
+    assert named.own_url == "http://10.0.0.5:8080"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("redis_url", "http://127.0.0.1:6379"),
+        ("node_url", "10.0.0.5:8080"),
+        ("node_url", "http://10.0.0.5:8080/path"),
+        ("cluster_lease", 0.5),
+        ("cluster_lease", 31.0),
+    ],
+)
+def test_bad_cluster_settings_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        Settings(**{field: value})

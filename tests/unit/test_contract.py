@@ -70,6 +70,7 @@ CLOSE_CODES = {
     "TRY_AGAIN_LATER": 1013,  # (1.1) draining
     "RESUME_REFUSED": 4410,  # (1.1) resuming
     "KICKED": 4003,  # (1.1) moderation
+    "MEDIA_LOST": 1011,  # (1.1) workers and nodes
 }
 
 

@@ -5,9 +5,10 @@
 // and jitter: a voice connection first resumes its participant with the
 // server's resume token (contract 1.1: same peer id, the others see nothing;
 // `media: "restart"` when its peer connections failed), and joins afresh
-// when the server no longer knows the token (4410) or the resume window has
-// passed. Never after a deliberate leave, a 4001 (the same user connected
-// elsewhere: "replaced"), a 4401 (bad token) or a 4403 (forbidden).
+// when the server no longer knows the token (4410), its worker or node died
+// (1011) or the resume window has passed. Never after a deliberate leave, a
+// 4001 (the same user connected elsewhere: "replaced"), a 4401 (bad token) or
+// a 4403 (forbidden).
 
 import { ErrorLog, logger } from "./log.js";
 
@@ -24,7 +25,12 @@ export const CLOSE = {
   TRY_AGAIN_LATER: 1013,
   KICKED: 4003,
   RESUME_REFUSED: 4410,
+  MEDIA_LOST: 1011,
 };
+
+/** Close codes after which the server no longer knows the participant:
+ * join afresh at once (1011: the worker or node holding the channel died). */
+const FORGOTTEN = new Set([CLOSE.RESUME_REFUSED, CLOSE.MEDIA_LOST]);
 
 /** Close codes after which a connection must not come back by itself. */
 const FINAL = {
@@ -279,7 +285,7 @@ export class SignalingConnection extends EventTarget {
     this._rejectPending(new Error(`connection closed (${code})`));
     for (const resolve of this._closedWaiters.splice(0)) resolve();
     if (this.state === "joined") this.lostAt = performance.now();
-    if (code === CLOSE.RESUME_REFUSED) {
+    if (FORGOTTEN.has(code)) {
       log.warn(`${this.kind}: the server no longer knows this participant: joining afresh`);
       this.resumeToken = null;
     }
@@ -299,12 +305,12 @@ export class SignalingConnection extends EventTarget {
       return;
     }
     this.attempt += 1;
-    if (code === CLOSE.RESUME_REFUSED) this.attempt = 0; // join at once
+    if (FORGOTTEN.has(code)) this.attempt = 0; // join at once
     const exp = Math.min(
       this.options.backoffMax,
       this.options.backoffBase * 2 ** (this.attempt - 1),
     );
-    const delay = code === CLOSE.RESUME_REFUSED ? 0 : Math.round(exp * (0.5 + Math.random()));
+    const delay = FORGOTTEN.has(code) ? 0 : Math.round(exp * (0.5 + Math.random()));
     this.errors.add("disconnected", `closed ${code}${reason ? `: ${reason}` : ""}`);
     log.warn(
       `${this.kind}: connection lost (${code}${reason ? ` ${reason}` : ""}); ` +
