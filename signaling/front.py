@@ -54,6 +54,8 @@ class Front:
         self.relays: set[Relay] = set()
         self.by_user: dict[tuple[str, str], Relay] = {}
         self.by_address: collections.Counter[str] = collections.Counter()
+        #: relayed sockets per channel (an events watcher holds one too)
+        self.by_channel: collections.Counter[str] = collections.Counter()
         self.counters: collections.Counter[str] = collections.Counter()
         #: nodes of the cluster with a live record (the last look)
         self.nodes: dict[str, dict[str, Any]] = {}
@@ -69,7 +71,7 @@ class Front:
             self.tasks.spawn(self._cluster_forever(), "cluster")
 
     def in_use(self, channel: str) -> bool:
-        return any(r.channel == channel for r in self.relays)
+        return channel in self.by_channel
 
     # --- a client socket -----------------------------------------------------
 
@@ -95,7 +97,13 @@ class Front:
         try:
             first = await self._first_message(relay)
             if first is not None:
-                await self._serve(relay, first, relayed)
+                self.by_channel[relay.channel] += 1
+                try:
+                    await self._serve(relay, first, relayed)
+                finally:
+                    self.by_channel[relay.channel] -= 1
+                    if not self.by_channel[relay.channel]:
+                        del self.by_channel[relay.channel]
         finally:
             self._forget(relay)
         return ws
@@ -173,7 +181,7 @@ class Front:
                 assert self._http is not None
                 return Node(owner, self._http)
         if not channel:  # a resume token naming none: any worker refuses it
-            return min(self.pool.live(), key=Worker.load, default=None)
+            return self.pool.least_loaded()
         return self.pool.place(channel)
 
     async def _replace_older(self, relay: Relay, target: Target) -> None:
@@ -253,9 +261,13 @@ class Front:
         log.warning("draining %d worker(s)", len(self.pool.live()))
         await self.pool.drain()
 
-    async def close(self) -> None:
+    async def end_all(self) -> None:
+        """Close every client socket with 1001 (the app shuts down)."""
         for relay in list(self.relays):
             await relay.end(Close.GOING_AWAY, "server shutting down")
+
+    async def close(self) -> None:
+        await self.end_all()
         await self.tasks.close()
         await self.pool.close()
         if self.directory is not None:

@@ -26,10 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from diagnostics import logs
 
-from . import auth
 from .config import Settings
 from .front import Front
-from .http_api import json_response
+from .http_api import json_response, support_claims
 from .workers import Worker
 
 log = logs.get("websocket")
@@ -76,17 +75,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _on_shutdown(app: web.Application) -> None:
-    for relay in list(app[FRONT].relays):
-        await relay.end(1001, "server shutting down")
+    await app[FRONT].end_all()
 
 
 def _support(request: web.Request) -> Front:
     front = request.app[FRONT]
-    if not auth.bearer(request, front.settings.secret).support:
-        raise web.HTTPForbidden(
-            text='{"error": "this needs a support token"}',
-            content_type="application/json",
-        )
+    support_claims(request, front.settings.secret)
     return front
 
 
@@ -140,7 +134,7 @@ async def channels(request: web.Request) -> web.Response:
 
 
 async def _gather(request: web.Request) -> list[tuple[Worker, int, Any]]:
-    """Each live worker's answer to this request: (worker, status, JSON)."""
+    """Each live worker's answer to this request: (worker, status, body)."""
     front = request.app[FRONT]
 
     async def ask(worker: Worker) -> tuple[Worker, int, Any]:
@@ -158,7 +152,7 @@ async def peers(request: web.Request) -> web.Response:
     refused = _refusal(answers)
     if refused is not None:
         return refused
-    return json_response([peer for _, _, body in answers for peer in _json(body)])
+    return json_response([peer for _, _, body in answers for peer in json.loads(body)])
 
 
 async def per_worker(request: web.Request) -> web.Response:
@@ -178,7 +172,8 @@ async def per_worker(request: web.Request) -> web.Response:
                 "draining": front.draining,
             },
             "workers": [
-                {"worker": worker.index, **_json(body)} for worker, _, body in answers
+                {"worker": worker.index, **json.loads(body)}
+                for worker, _, body in answers
             ],
         }
     )
@@ -206,10 +201,6 @@ def _refusal(answers: list[tuple[Worker, int, Any]]) -> web.Response | None:
                 status=status, body=body, content_type="application/json"
             )
     return None
-
-
-def _json(body: bytes) -> Any:
-    return json.loads(body)
 
 
 class _Labelled:

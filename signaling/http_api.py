@@ -30,7 +30,12 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 
 def require_support(request: web.Request) -> auth.Claims:
-    claims = auth.bearer(request, services_of(request).settings.secret)
+    return support_claims(request, services_of(request).settings.secret)
+
+
+def support_claims(request: web.Request, secret: str) -> auth.Claims:
+    """The request's claims if they are support's (or an admin's): else 401/403."""
+    claims = auth.bearer(request, secret)
     if not claims.support:
         raise web.HTTPForbidden(
             text=json.dumps({"error": "this needs a support token"}),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -44,7 +44,6 @@ class Relay:
     user: tuple[str, str] | None = None
     target: Target | None = None
     upstream: aiohttp.ClientWebSocketResponse | None = None
-    pumps: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def connect(self, target: Target, secret: str, first: str) -> None:
         """Open the upstream socket and send it the client's first message."""
@@ -66,16 +65,16 @@ class Relay:
         """Frames both ways until either side ends; then both are closed."""
         upstream, ws = self.upstream, self.ws
         assert upstream is not None
-        self.pumps = [
+        pumps = [
             asyncio.create_task(_pipe(upstream, ws, self._upstream_ended)),
             asyncio.create_task(_pipe(ws, upstream, self._client_ended)),
         ]
         try:
-            await asyncio.wait(self.pumps, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in self.pumps:
+            for task in pumps:
                 task.cancel()
-            await asyncio.gather(*self.pumps, return_exceptions=True)
+            await asyncio.gather(*pumps, return_exceptions=True)
             await upstream.close()
             if not ws.closed:
                 await ws.close(code=Close.MEDIA_LOST, message=LOST.encode())

@@ -89,14 +89,9 @@ def worker_settings(settings: Settings, index: int, count: int) -> Settings:
     """A worker's settings: the node's, with its share of the media ports."""
     own = copy.copy(settings)  # not replace(): that would make a new secret
     own.workers, own.redis_url, own.node_url = "1", "", ""
-    if settings.rtc_ports:
+    if settings.rtc_ports:  # Settings refused a range under 2 per worker
         ports = PortRange.parse(settings.rtc_ports)
         share = len(ports) // count
-        if share < 2:
-            raise ValueError(
-                f"rtc_ports {ports}: too few ports for {count} workers "
-                "(each needs at least 2)"
-            )
         low = ports.low + index * share
         own.rtc_ports = str(PortRange(low, low + share - 1))
     return own
@@ -138,20 +133,21 @@ class WorkerPool:
     def place(self, channel: str) -> Worker | None:
         """The worker holding ``channel``; a new channel goes to the least
         loaded live worker (None: none is up)."""
-        held = self.placement.get(channel)
-        if held is not None and held[0].alive:
-            return held[0]
-        live = self.live()
-        if not live:
-            return None
-        worker = min(live, key=Worker.load)
-        worker.placed += 1
-        self.placement[channel] = (worker, time.monotonic())
+        held = self.holder(channel)
+        if held is not None:
+            return held
+        worker = self.least_loaded()
+        if worker is not None:
+            worker.placed += 1
+            self.placement[channel] = (worker, time.monotonic())
         return worker
 
     def holder(self, channel: str) -> Worker | None:
         held = self.placement.get(channel)
         return held[0] if held is not None and held[0].alive else None
+
+    def least_loaded(self) -> Worker | None:
+        return min(self.live(), key=Worker.load, default=None)
 
     # --- the processes ----------------------------------------------------------------
 
